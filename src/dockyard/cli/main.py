@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             logging.exception("command failed")
         print(f"Error: {error}", file=sys.stderr)
-        return error.exit_code
+        # A command may set Docker's exit code for engine errors; image commands use 1.
+        return getattr(args, "error_exit_code", None) or error.exit_code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

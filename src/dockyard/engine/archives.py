@@ -1,0 +1,132 @@
+"""``save`` and ``load``: images to and from tar archives, through ``image/archive.py``.
+
+Loading first puts every blob into the content store (``archive.read`` removes
+them again if the archive is bad), then unpacks each layer into a snapshot and
+checks its diff ID, and records each image and its tags last, so a load that
+fails records no image.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, BinaryIO, Sequence
+
+from dockyard.engine import locks
+from dockyard.engine.images import ImageService, Progress
+from dockyard.engine.pull import existing_layer_size, unpack_layer
+from dockyard.engine.state import ImageRecord, LayerRecord
+from dockyard.errors import ArchiveError, InvalidReference
+
+if TYPE_CHECKING:
+    from dockyard.image.archive import LoadedImage
+
+log = logging.getLogger(__name__)
+
+
+def save(service: ImageService, names: Sequence[str], out: BinaryIO) -> None:
+    """Write the named images, with the tags they were named by, as one archive to ``out``."""
+    from dockyard.image import archive
+    from dockyard.image import reference as references
+
+    tags_by_manifest: dict[str, list] = {}
+    with locks.gc_lock(service.root, exclusive=False):
+        for name in names:
+            image_id = service.resolve(name)
+            digest, *_ = service.manifest_for(image_id, f"save {name}")
+            tags = tags_by_manifest.setdefault(digest, [])
+            ref = _as_tag(name, image_id, service)
+            if ref is not None and ref not in tags:
+                tags.append(ref)
+            elif ref is None and not name.startswith("sha256:"):
+                # Named by a short ID: save the image with every tag it has, as Docker does.
+                for tag, _ in service.state.tags(image_id):
+                    parsed = references.parse(tag)
+                    if parsed not in tags:
+                        tags.append(parsed)
+        images = [archive.ArchiveImage(digest, tags) for digest, tags in tags_by_manifest.items()]
+        archive.write(out, images, service.store)
+
+
+def _as_tag(name: str, image_id: str, service: ImageService):  # type: ignore[no-untyped-def]
+    """Return ``name`` as a tag reference if it names the image as ``repository[:tag]``, else None."""
+    from dockyard.image import reference as references
+
+    try:
+        ref = references.parse(name)
+    except InvalidReference:
+        return None
+    if ref.digest is not None or service.state.image_for_tag(str(ref)) != image_id:
+        return None
+    return ref
+
+
+def load(service: ImageService, fileobj: BinaryIO, progress: Progress) -> list[str]:
+    """Load every image in the archive; returns the familiar tags loaded, or the image ID of an untagged one."""
+    from dockyard.image import archive
+
+    names: list[str] = []
+    with locks.gc_lock(service.root, exclusive=False):
+        loaded = archive.read(fileobj, service.store, tmp_dir=service.root / "tmp")
+        for image in loaded:
+            names += _record_loaded(service, image, progress)
+    return names
+
+
+def _record_loaded(service: ImageService, image: "LoadedImage", progress: Progress) -> list[str]:
+    from dockyard.image import layer as layers_module
+
+    config_bytes = service.store.read(image.config_digest)
+    try:
+        config = json.loads(config_bytes)
+        diff_ids = list(config["rootfs"]["diff_ids"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ArchiveError(f"image config {image.config_digest} in the archive has no rootfs.diff_ids") from error
+    if len(diff_ids) != len(image.layers):
+        raise ArchiveError(
+            f"image {image.config_digest} in the archive has {len(image.layers)} layers "
+            f"but its config lists {len(diff_ids)} diff IDs"
+        )
+    chain_ids = layers_module.chain_ids(diff_ids)
+
+    def emit(status: str, layer: str | None = None, **detail: int) -> None:
+        event: dict = {"status": status}
+        if layer is not None:
+            event["id"] = layer
+        if detail:
+            event["progressDetail"] = detail
+        progress(event)
+
+    records: list[LayerRecord] = []
+    parent = None
+    for descriptor, diff_id, chain_id in zip(image.layers, diff_ids, chain_ids):
+        if service.snapshots.get(chain_id) is not None:
+            size = existing_layer_size(service, chain_id)
+        elif not service.store.has(descriptor.digest):
+            raise ArchiveError(
+                f"layer {descriptor.digest} of image {image.config_digest} is not in the archive "
+                "(a foreign layer) and not unpacked locally"
+            )
+        else:
+            size = unpack_layer(service, descriptor, diff_id, chain_id, parent, emit)
+        records.append(LayerRecord(chain_id, diff_id, parent, descriptor.digest, descriptor.media_type,
+                                   descriptor.size, size))
+        parent = chain_id
+
+    record = ImageRecord(
+        id=image.config_digest,
+        config=config_bytes,
+        created=config.get("created"),
+        size=sum(layer.size for layer in records),
+        os=config.get("os", ""),
+        architecture=config.get("architecture", ""),
+        variant=config.get("variant"),
+        manifest_digest=image.manifest_digest,
+    )
+    blobs = [image.manifest_digest, image.config_digest, *(d.digest for d in image.layers)]
+    tags = [str(tag) for tag in image.tags]
+    service.state.record_image(record, records, blobs=blobs, tags=tags)
+    log.debug("loaded image %s with tags %s", image.config_digest, tags)
+    if not image.tags:
+        return [image.config_digest]
+    return [tag.familiar() for tag in image.tags]

@@ -1,0 +1,500 @@
+"""The state database: images, tags, layers and the blobs they use, in SQLite.
+
+This module is the only code that writes ``root/state.db``. The database runs
+in WAL mode so that readers never block the one writer, and every write runs
+in a ``BEGIN IMMEDIATE`` transaction, so two dockyard processes that write at
+the same time queue on the write lock (up to ``BUSY_TIMEOUT_MS``) instead of
+failing with "database is locked".
+
+Tables:
+
+- ``images``: one row per image; the ID is the digest of its config JSON.
+- ``image_layers``: the image's layers bottom-up, as chain IDs.
+- ``layers``: one row per unpacked layer (snapshot), keyed by chain ID.
+- ``image_blobs``: every blob an image needs (index, manifest, config, layers);
+  garbage collection keeps a blob while some image lists it.
+- ``image_manifests``: the manifests an image was pulled or pushed as, per
+  repository; these give ``RepoDigests``.
+- ``tags``: full reference (``docker.io/library/busybox:latest``) to image ID.
+- ``blob_sources``: repositories a blob was pulled from or pushed to, so a push
+  to another repository of the same registry can mount it instead of uploading.
+
+Containers are stored by another part of the engine in a ``containers`` table
+with an ``image_id`` column. This module only reads that table, and only when
+it exists, to keep an image in use from being removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from dockyard.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 30_000
+SCHEMA_VERSION = 1
+
+# Each entry migrates the schema from version N (its index) to N + 1.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE images (
+        id TEXT PRIMARY KEY,
+        config BLOB NOT NULL,
+        created TEXT,
+        size INTEGER NOT NULL,
+        os TEXT NOT NULL DEFAULT '',
+        architecture TEXT NOT NULL DEFAULT '',
+        variant TEXT,
+        manifest_digest TEXT,
+        added REAL NOT NULL
+    );
+    CREATE TABLE layers (
+        chain_id TEXT PRIMARY KEY,
+        diff_id TEXT NOT NULL,
+        parent TEXT REFERENCES layers(chain_id),
+        blob_digest TEXT,
+        media_type TEXT,
+        blob_size INTEGER,
+        size INTEGER NOT NULL
+    );
+    CREATE TABLE image_layers (
+        image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        chain_id TEXT NOT NULL REFERENCES layers(chain_id),
+        PRIMARY KEY (image_id, position)
+    );
+    CREATE INDEX image_layers_chain_id ON image_layers(chain_id);
+    CREATE TABLE image_blobs (
+        image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        digest TEXT NOT NULL,
+        PRIMARY KEY (image_id, digest)
+    );
+    CREATE INDEX image_blobs_digest ON image_blobs(digest);
+    CREATE TABLE image_manifests (
+        repository TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        manifest_digest TEXT NOT NULL,
+        media_type TEXT NOT NULL,
+        PRIMARY KEY (repository, digest)
+    );
+    CREATE INDEX image_manifests_image_id ON image_manifests(image_id);
+    CREATE TABLE tags (
+        reference TEXT PRIMARY KEY,
+        image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE
+    );
+    CREATE INDEX tags_image_id ON tags(image_id);
+    CREATE TABLE blob_sources (
+        digest TEXT NOT NULL,
+        repository TEXT NOT NULL,
+        PRIMARY KEY (digest, repository)
+    );
+    """,
+)
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    id: str
+    config: bytes
+    created: str | None
+    size: int
+    os: str
+    architecture: str
+    variant: str | None = None
+    # The platform manifest the image was pulled or loaded as, used by push and save.
+    manifest_digest: str | None = None
+    added: float = 0.0
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    chain_id: str
+    diff_id: str
+    parent: str | None
+    blob_digest: str | None
+    media_type: str | None
+    blob_size: int | None
+    size: int
+
+
+@dataclass(frozen=True)
+class ManifestRecord:
+    """A manifest an image is known by in one repository.
+
+    ``digest`` is what the reference resolved to (an index or a manifest) and
+    is what ``RepoDigests`` shows; ``manifest_digest`` is the platform
+    manifest itself, the document a push or save uses.
+    """
+
+    repository: str
+    digest: str
+    manifest_digest: str
+    media_type: str
+
+
+class State:
+    """A connection per thread to ``root/state.db``, creating and migrating it on first use."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._migrate()
+
+    # -- connections and transactions -------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                # isolation_level=None: this module issues BEGIN and COMMIT itself.
+                connection = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+                connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                connection.execute("PRAGMA journal_mode = WAL")
+                connection.execute("PRAGMA synchronous = NORMAL")
+                connection.execute("PRAGMA foreign_keys = ON")
+            except sqlite3.Error as error:
+                raise StoreError(f"cannot open state database {self.path}: {error}") from error
+            connection.row_factory = sqlite3.Row
+            self._local.connection = connection
+        return connection
+
+    def close(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._local.connection = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Run the block as one write transaction; roll back if it raises."""
+        connection = self._connection()
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as error:
+            raise StoreError(f"cannot start a transaction on {self.path}: {error}") from error
+        try:
+            yield connection
+        except sqlite3.Error as error:
+            connection.execute("ROLLBACK")
+            raise StoreError(f"write to {self.path} failed: {error}") from error
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        try:
+            connection.execute("COMMIT")
+        except sqlite3.Error as error:
+            connection.execute("ROLLBACK")
+            raise StoreError(f"cannot commit to {self.path}: {error}") from error
+
+    def _query(self, sql: str, parameters: Iterable = ()) -> list[sqlite3.Row]:
+        try:
+            return self._connection().execute(sql, tuple(parameters)).fetchall()
+        except sqlite3.Error as error:
+            raise StoreError(f"query on {self.path} failed: {error}") from error
+
+    def _migrate(self) -> None:
+        with self.transaction() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = db.execute("SELECT version FROM schema_version").fetchone()
+            version = row[0] if row else 0
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"state database {self.path} has schema version {version}, newer than this dockyard "
+                    f"supports ({SCHEMA_VERSION}); upgrade dockyard"
+                )
+            for number in range(version, SCHEMA_VERSION):
+                log.debug("migrating %s from schema version %d", self.path, number)
+                for statement in MIGRATIONS[number].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+            if row is None:
+                db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            else:
+                db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+
+    def schema_version(self) -> int:
+        return int(self._query("SELECT version FROM schema_version")[0][0])
+
+    # -- images ----------------------------------------------------------
+
+    def record_image(
+        self,
+        image: ImageRecord,
+        layers: list[LayerRecord],
+        blobs: Iterable[str],
+        manifest: ManifestRecord | None = None,
+        tags: Iterable[str] = (),
+        blob_sources: Iterable[tuple[str, str]] = (),
+    ) -> list[str]:
+        """Store an image with its layers, blobs, manifest and tags in one transaction.
+
+        Recording an image that exists already keeps its first ``added`` time
+        and adds the new manifest and tags. Returns the image IDs that lost a
+        tag to this image.
+        """
+        added = image.added or time.time()
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO images (id, config, created, size, os, architecture, variant, manifest_digest, added)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET"
+                " manifest_digest = coalesce(images.manifest_digest, excluded.manifest_digest)",
+                (image.id, image.config, image.created, image.size, image.os, image.architecture, image.variant,
+                 image.manifest_digest, added),
+            )
+            for layer in layers:
+                db.execute(
+                    "INSERT INTO layers (chain_id, diff_id, parent, blob_digest, media_type, blob_size, size)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(chain_id) DO UPDATE SET"
+                    " blob_digest = coalesce(layers.blob_digest, excluded.blob_digest),"
+                    " media_type = coalesce(layers.media_type, excluded.media_type),"
+                    " blob_size = coalesce(layers.blob_size, excluded.blob_size)",
+                    (layer.chain_id, layer.diff_id, layer.parent, layer.blob_digest, layer.media_type,
+                     layer.blob_size, layer.size),
+                )
+            db.execute("DELETE FROM image_layers WHERE image_id = ?", (image.id,))
+            db.executemany(
+                "INSERT INTO image_layers (image_id, position, chain_id) VALUES (?, ?, ?)",
+                [(image.id, position, layer.chain_id) for position, layer in enumerate(layers)],
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO image_blobs (image_id, digest) VALUES (?, ?)",
+                [(image.id, digest) for digest in blobs],
+            )
+            if manifest is not None:
+                self._record_manifest(db, image.id, manifest)
+            db.executemany(
+                "INSERT OR IGNORE INTO blob_sources (digest, repository) VALUES (?, ?)", list(blob_sources)
+            )
+            return [displaced for tag in tags if (displaced := self._set_tag(db, tag, image.id))]
+
+    @staticmethod
+    def _record_manifest(db: sqlite3.Connection, image_id: str, manifest: ManifestRecord) -> None:
+        db.execute(
+            "INSERT INTO image_manifests (repository, digest, image_id, manifest_digest, media_type)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT(repository, digest) DO UPDATE SET"
+            " image_id = excluded.image_id, manifest_digest = excluded.manifest_digest,"
+            " media_type = excluded.media_type",
+            (manifest.repository, manifest.digest, image_id, manifest.manifest_digest, manifest.media_type),
+        )
+        for digest in {manifest.digest, manifest.manifest_digest}:
+            db.execute("INSERT OR IGNORE INTO image_blobs (image_id, digest) VALUES (?, ?)", (image_id, digest))
+
+    def record_manifest(self, image_id: str, manifest: ManifestRecord, blob_sources: Iterable[tuple[str, str]] = ()) -> None:
+        """Add a manifest an existing image is known by, such as the one a push created."""
+        with self.transaction() as db:
+            self._record_manifest(db, image_id, manifest)
+            db.executemany(
+                "INSERT OR IGNORE INTO blob_sources (digest, repository) VALUES (?, ?)", list(blob_sources)
+            )
+
+    def image(self, image_id: str) -> ImageRecord | None:
+        rows = self._query("SELECT * FROM images WHERE id = ?", (image_id,))
+        return _image_record(rows[0]) if rows else None
+
+    def images(self) -> list[ImageRecord]:
+        """Return every image, the most recently created first."""
+        return [_image_record(row) for row in self._query("SELECT * FROM images ORDER BY created DESC, added DESC")]
+
+    def image_ids_with_prefix(self, hex_prefix: str) -> list[str]:
+        """Return the IDs that start with ``sha256:<hex_prefix>``."""
+        if not hex_prefix or any(char not in "0123456789abcdef" for char in hex_prefix):
+            return []
+        pattern = "sha256:" + hex_prefix + "%"
+        return [row[0] for row in self._query("SELECT id FROM images WHERE id LIKE ?", (pattern,))]
+
+    def delete_image(self, image_id: str) -> None:
+        """Delete an image and its tags, manifests and blob list; layers stay until ``delete_layer``."""
+        with self.transaction() as db:
+            for table in ("tags", "image_manifests", "image_blobs", "image_layers"):
+                db.execute(f"DELETE FROM {table} WHERE image_id = ?", (image_id,))
+            db.execute("DELETE FROM images WHERE id = ?", (image_id,))
+
+    def containers_using(self, image_id: str) -> list[str]:
+        """Return the IDs of containers made from the image, or none while no ``containers`` table exists."""
+        exists = self._query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'containers'")
+        if not exists:
+            return []
+        return [row[0] for row in self._query("SELECT id FROM containers WHERE image_id = ?", (image_id,))]
+
+    # -- tags and manifests ------------------------------------------------
+
+    @staticmethod
+    def _set_tag(db: sqlite3.Connection, reference: str, image_id: str) -> str | None:
+        row = db.execute("SELECT image_id FROM tags WHERE reference = ?", (reference,)).fetchone()
+        db.execute(
+            "INSERT INTO tags (reference, image_id) VALUES (?, ?)"
+            " ON CONFLICT(reference) DO UPDATE SET image_id = excluded.image_id",
+            (reference, image_id),
+        )
+        if row is not None and row[0] != image_id:
+            return str(row[0])
+        return None
+
+    def set_tag(self, reference: str, image_id: str) -> str | None:
+        """Point ``reference`` at the image; returns the image ID it pointed at before, if another."""
+        with self.transaction() as db:
+            if db.execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone() is None:
+                raise StoreError(f"cannot tag {reference}: image {image_id} is not in the state database")
+            return self._set_tag(db, reference, image_id)
+
+    def remove_tag(self, reference: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM tags WHERE reference = ?", (reference,))
+
+    def remove_manifests(self, image_id: str, repository: str) -> list[str]:
+        """Forget the digests the image has in one repository; returns those digests."""
+        with self.transaction() as db:
+            rows = db.execute(
+                "SELECT digest FROM image_manifests WHERE image_id = ? AND repository = ? ORDER BY digest",
+                (image_id, repository),
+            ).fetchall()
+            db.execute("DELETE FROM image_manifests WHERE image_id = ? AND repository = ?", (image_id, repository))
+            return [row[0] for row in rows]
+
+    def remove_manifest(self, repository: str, digest: str) -> None:
+        """Forget one digest of a repository, matched as the resolved digest or the platform manifest's."""
+        with self.transaction() as db:
+            db.execute(
+                "DELETE FROM image_manifests WHERE repository = ? AND (digest = ? OR manifest_digest = ?)",
+                (repository, digest, digest),
+            )
+
+    def image_for_tag(self, reference: str) -> str | None:
+        rows = self._query("SELECT image_id FROM tags WHERE reference = ?", (reference,))
+        return rows[0][0] if rows else None
+
+    def image_for_digest(self, repository: str, digest: str) -> str | None:
+        """Find the image a repository's manifest or index digest stands for."""
+        rows = self._query(
+            "SELECT image_id FROM image_manifests WHERE repository = ? AND (digest = ? OR manifest_digest = ?)",
+            (repository, digest, digest),
+        )
+        return rows[0][0] if rows else None
+
+    def tags(self, image_id: str | None = None) -> list[tuple[str, str]]:
+        """Return ``(reference, image_id)`` pairs sorted by reference, for one image or all."""
+        if image_id is None:
+            rows = self._query("SELECT reference, image_id FROM tags ORDER BY reference")
+        else:
+            rows = self._query("SELECT reference, image_id FROM tags WHERE image_id = ? ORDER BY reference", (image_id,))
+        return [(row[0], row[1]) for row in rows]
+
+    def manifests(self, image_id: str) -> list[ManifestRecord]:
+        rows = self._query(
+            "SELECT repository, digest, manifest_digest, media_type FROM image_manifests"
+            " WHERE image_id = ? ORDER BY repository, digest",
+            (image_id,),
+        )
+        return [ManifestRecord(row[0], row[1], row[2], row[3]) for row in rows]
+
+    # -- layers and blobs --------------------------------------------------
+
+    def layer(self, chain_id: str) -> LayerRecord | None:
+        rows = self._query("SELECT * FROM layers WHERE chain_id = ?", (chain_id,))
+        return _layer_record(rows[0]) if rows else None
+
+    def image_layers(self, image_id: str) -> list[LayerRecord]:
+        """Return the image's layers bottom-up."""
+        rows = self._query(
+            "SELECT layers.* FROM image_layers JOIN layers USING (chain_id)"
+            " WHERE image_layers.image_id = ? ORDER BY image_layers.position",
+            (image_id,),
+        )
+        return [_layer_record(row) for row in rows]
+
+    def unused_layers(self) -> list[str]:
+        """Return chain IDs no image uses, topmost first, so children go before parents."""
+        rows = self._query(
+            "SELECT chain_id FROM layers WHERE chain_id NOT IN (SELECT chain_id FROM image_layers)"
+        )
+        unused = {row[0] for row in rows}
+        parents = {
+            row[0]: row[1] for row in self._query("SELECT chain_id, parent FROM layers") if row[0] in unused
+        }
+        ordered: list[str] = []
+        # A layer is emitted once no unused layer above it still names it as parent.
+        remaining = dict(parents)
+        while remaining:
+            parent_ids = set(remaining.values())
+            leaves = sorted(chain_id for chain_id in remaining if chain_id not in parent_ids)
+            if not leaves:
+                leaves = sorted(remaining)
+            for chain_id in leaves:
+                ordered.append(chain_id)
+                del remaining[chain_id]
+        return ordered
+
+    def used_chain_ids(self) -> set[str]:
+        """Return the chain IDs some image uses, with every parent below them."""
+        used = {row[0] for row in self._query("SELECT DISTINCT chain_id FROM image_layers")}
+        parents = {row[0]: row[1] for row in self._query("SELECT chain_id, parent FROM layers")}
+        for chain_id in list(used):
+            parent = parents.get(chain_id)
+            while parent and parent not in used:
+                used.add(parent)
+                parent = parents.get(parent)
+        return used
+
+    def delete_layer(self, chain_id: str) -> None:
+        with self.transaction() as db:
+            if db.execute("SELECT 1 FROM image_layers WHERE chain_id = ?", (chain_id,)).fetchone():
+                raise StoreError(f"cannot delete layer {chain_id}: an image still uses it")
+            db.execute("UPDATE layers SET parent = NULL WHERE parent = ?", (chain_id,))
+            db.execute("DELETE FROM layers WHERE chain_id = ?", (chain_id,))
+
+    def used_blobs(self) -> set[str]:
+        """Return every blob digest some image lists."""
+        return {row[0] for row in self._query("SELECT DISTINCT digest FROM image_blobs")}
+
+    def add_image_blobs(self, image_id: str, digests: Iterable[str]) -> None:
+        """List more blobs as used by an image, such as a manifest built for a push or save."""
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO image_blobs (image_id, digest) VALUES (?, ?)",
+                [(image_id, digest) for digest in digests],
+            )
+
+    def blob_sources(self, digest: str) -> list[str]:
+        """Return the repositories the blob was pulled from or pushed to."""
+        rows = self._query("SELECT repository FROM blob_sources WHERE digest = ? ORDER BY repository", (digest,))
+        return [row[0] for row in rows]
+
+    def forget_blob_sources(self, digests: Iterable[str]) -> None:
+        with self.transaction() as db:
+            db.executemany("DELETE FROM blob_sources WHERE digest = ?", [(digest,) for digest in digests])
+
+
+def _image_record(row: sqlite3.Row) -> ImageRecord:
+    return ImageRecord(
+        id=row["id"],
+        config=bytes(row["config"]),
+        created=row["created"],
+        size=row["size"],
+        os=row["os"],
+        architecture=row["architecture"],
+        variant=row["variant"],
+        manifest_digest=row["manifest_digest"],
+        added=row["added"],
+    )
+
+
+def _layer_record(row: sqlite3.Row) -> LayerRecord:
+    return LayerRecord(
+        chain_id=row["chain_id"],
+        diff_id=row["diff_id"],
+        parent=row["parent"],
+        blob_digest=row["blob_digest"],
+        media_type=row["media_type"],
+        blob_size=row["blob_size"],
+        size=row["size"],
+    )

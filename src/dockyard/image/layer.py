@@ -1,0 +1,776 @@
+"""Unpack layer tar streams into snapshot directories in overlayfs format.
+
+Unpacking is a security boundary: nothing in a layer may create, change or
+follow a path outside the snapshot directory. Every path is walked one
+component at a time from a directory file descriptor with ``O_NOFOLLOW``, so
+the kernel never resolves a symlink on the way; lexical checks only decide
+which error message to give. Metadata is set through ``/proc/self/fd/<fd>`` of
+an ``O_PATH`` descriptor opened with ``O_NOFOLLOW``, so it lands on the inode
+that was created and on nothing a symlink points at.
+
+The snapshot holds only this layer's changes, stored as overlayfs stores them:
+
+- ``D/.wh.NAME`` becomes a character device 0:0 at ``D/NAME``;
+- ``D/.wh..wh..opq`` sets the xattr ``trusted.overlay.opaque=y`` on ``D``.
+
+A whiteout hides lower layers only, never an entry of the same layer (the OCI
+image spec's rule), wherever the two stand in the tar. So when a layer both
+whites out ``X`` and creates ``X``, the new ``X`` is kept, and if it is a
+directory it is made opaque, because the lower ``X`` and its contents are gone.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import shutil
+import stat
+import tarfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, BinaryIO
+
+from dockyard.errors import DockyardError, ImageError, StoreError, UnsafeLayer
+
+log = logging.getLogger(__name__)
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"
+# Names starting with this prefix are AUFS metadata (".wh..wh.plnk"), not whiteouts.
+WHITEOUT_META_PREFIX = ".wh..wh."
+OPAQUE_XATTR = "trusted.overlay.opaque"
+# overlayfs reads its metadata from these namespaces ("user." with the
+# userxattr mount option), so a layer must not be able to set them.
+OVERLAY_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
+PAX_XATTR_PREFIX = "SCHILY.xattr."
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+# Linux resolves at most 40 symlinks in one path lookup.
+MAX_SYMLINKS = 40
+
+_CHUNK = 1 << 20
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+# uid_t and gid_t value -1, which chown reads as "leave unchanged".
+_NO_ID = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class LayerResult:
+    diff_id: str  # "sha256:<hex>" of the uncompressed tar stream
+    size: int  # bytes of regular file content unpacked, including copied-up lower files
+
+
+# Decompression --------------------------------------------------------------
+
+
+class _Prefixed:
+    """A reader that returns ``head`` and then the rest of ``raw``."""
+
+    def __init__(self, head: bytes, raw: IO[bytes]) -> None:
+        self._head = head
+        self._raw = raw
+
+    def read(self, size: int = -1) -> bytes:
+        if not self._head:
+            return self._raw.read(size)
+        if size is None or size < 0:
+            data, self._head = self._head + self._raw.read(), b""
+            return data
+        data, self._head = self._head[:size], self._head[size:]
+        if len(data) < size:
+            data += self._raw.read(size - len(data))
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+class _ZstdStream:
+    """A zstd decompressing reader that raises ImageError on corrupt input."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        import zstandard
+
+        self._error = zstandard.ZstdError
+        self._reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=True)
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._reader.read(size)
+        except self._error as e:
+            raise ImageError(f"invalid zstd layer stream: {e}") from e
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+def decompressed(fileobj: BinaryIO, media_type: str | None) -> BinaryIO:
+    """Return a reader of the uncompressed tar inside ``fileobj`` (gzip, zstd or plain).
+
+    The compression is taken from the magic bytes, because Docker does the
+    same and archives carry no media type. ``media_type``, when given, must be
+    a known layer type (else InvalidManifest); a disagreement with the magic
+    bytes is logged and the magic bytes win.
+    """
+    from dockyard.image import mediatypes
+
+    declared = mediatypes.layer_compression(media_type) if media_type is not None else None
+    head = b""
+    while len(head) < len(ZSTD_MAGIC):
+        chunk = fileobj.read(len(ZSTD_MAGIC) - len(head))
+        if not chunk:
+            break
+        head += chunk
+    if head.startswith(GZIP_MAGIC):
+        sniffed: str | None = "gzip"
+    elif head.startswith(ZSTD_MAGIC):
+        sniffed = "zstd"
+    else:
+        sniffed = None
+    if media_type is not None and declared != sniffed:
+        log.debug("layer of media type %s starts with %s data, unpacking it as such", media_type, sniffed or "tar")
+
+    stream = _Prefixed(head, fileobj)
+    if sniffed == "gzip":
+        import gzip
+
+        return gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[arg-type]
+    if sniffed == "zstd":
+        return _ZstdStream(stream)  # type: ignore[arg-type, return-value]
+    return stream  # type: ignore[return-value]
+
+
+def chain_ids(diff_ids: Sequence[str]) -> list[str]:
+    """Compute the OCI chain IDs: ChainID(L0) = DiffID(L0), ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln))."""
+    chain: list[str] = []
+    for diff_id in diff_ids:
+        if not chain:
+            chain.append(diff_id)
+        else:
+            chain.append("sha256:" + hashlib.sha256(f"{chain[-1]} {diff_id}".encode()).hexdigest())
+    return chain
+
+
+# Reading a stack of snapshots -------------------------------------------------
+
+
+def _is_whiteout(st: os.stat_result) -> bool:
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def _is_opaque(path: Path) -> bool:
+    try:
+        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
+    except OSError:
+        return False
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:
+        return None
+
+
+def _find(layers: Sequence[Path], comps: Sequence[str]) -> Path | None:
+    """Return the path of ``comps`` in the topmost of ``layers`` that has it, as overlayfs would merge them.
+
+    ``layers`` are snapshot directories, topmost first. A whiteout hides the
+    path in the layers below; an opaque directory on the way hides everything
+    below it; a non-directory on the way (a symlink included) ends the lookup,
+    because this function does not follow symlinks.
+    """
+    for layer in layers:
+        current = layer
+        hides_lower = False
+        for index, comp in enumerate(comps):
+            current = current / comp
+            st = _lstat(current)
+            if st is None:
+                break
+            if _is_whiteout(st):
+                return None
+            if index == len(comps) - 1:
+                return current
+            if not stat.S_ISDIR(st.st_mode):
+                return None
+            if _is_opaque(current):
+                hides_lower = True
+        else:
+            return layer  # empty comps: the root
+        if hides_lower:
+            return None
+    return None
+
+
+def _split(path: str) -> list[str]:
+    return [comp for comp in path.split("/") if comp not in ("", ".")]
+
+
+def read_file(lowers: Sequence[Path], path: str) -> bytes | None:
+    """Read ``path`` from the merged view of snapshot directories ``lowers`` (topmost first).
+
+    Whiteouts and opaque directories are honoured, and symlinks are resolved
+    inside the merged root as the container would see them (an absolute
+    target or ``..`` never leaves it). Returns None when the path does not
+    exist, and raises ImageError when it is not a regular file or the
+    symlinks loop.
+    """
+    resolved: list[str] = []
+    remaining = _split(path)
+    hops = 0
+    while remaining:
+        comp = remaining.pop(0)
+        if comp == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        found = _find(lowers, resolved + [comp])
+        if found is None:
+            return None
+        st = os.lstat(found)
+        if stat.S_ISLNK(st.st_mode):
+            hops += 1
+            if hops > MAX_SYMLINKS:
+                raise ImageError(f"too many levels of symbolic links reading {path!r} from the image")
+            target = os.readlink(found)
+            if target.startswith("/"):
+                resolved = []
+            remaining = _split(target) + remaining
+            continue
+        if remaining and not stat.S_ISDIR(st.st_mode):
+            return None
+        resolved.append(comp)
+
+    found = _find(lowers, resolved)
+    if found is None:
+        return None
+    st = os.lstat(found)
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageError(f"{path!r} in the image is not a regular file")
+    fd = os.open(found, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
+
+
+# Unpacking --------------------------------------------------------------------
+
+
+class _DigestReader:
+    """A reader that hashes and counts everything read through it."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self._hash = hashlib.sha256()
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        self._hash.update(data)
+        self.count += len(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(_CHUNK):
+            pass
+
+    def digest(self) -> str:
+        return "sha256:" + self._hash.hexdigest()
+
+
+def _escapes(directory: Sequence[str], link_target: str) -> bool:
+    """Tell whether a relative symlink in ``directory`` climbs above the root, read lexically."""
+    if link_target.startswith("/"):
+        return False
+    comps = list(directory)
+    for comp in link_target.split("/"):
+        if comp in ("", "."):
+            continue
+        if comp == "..":
+            if not comps:
+                return True
+            comps.pop()
+        else:
+            comps.append(comp)
+    return False
+
+
+def _proc_path(fd: int) -> str:
+    return f"/proc/self/fd/{fd}"
+
+
+def _copy_xattrs(source: Path, dest: str, follow_symlinks: bool = True) -> None:
+    for name in os.listxattr(source, follow_symlinks=False):
+        if name.startswith(OVERLAY_XATTR_PREFIXES):
+            continue
+        os.setxattr(dest, name, os.getxattr(source, name, follow_symlinks=False), follow_symlinks=follow_symlinks)
+
+
+class _Unpacker:
+    """The state of one ``apply``: the snapshot root's fd and the directory times to set last."""
+
+    def __init__(self, root_fd: int, target: Path, layer: str, lowers: Sequence[Path]) -> None:
+        self.root_fd = root_fd
+        self.target = target
+        self.layer = layer
+        self.lowers = list(lowers)
+        self.size = 0
+        # Directory mtimes in ns, set after all members, because adding an entry changes them.
+        self.dir_times: dict[tuple[str, ...], int] = {}
+        self.member = ""
+
+    def unsafe(self, reason: str) -> UnsafeLayer:
+        return UnsafeLayer(self.layer, self.member, reason)
+
+    def invalid(self, reason: str) -> ImageError:
+        return ImageError(f"layer {self.layer}: invalid member {self.member!r}: {reason}")
+
+    def clean(self, name: str) -> tuple[str, ...]:
+        """Split a member name into components; a leading "/" is dropped, "." skipped, ".." applied."""
+        if "\0" in name:
+            raise self.invalid("the name contains a NUL byte")
+        comps: list[str] = []
+        for comp in name.split("/"):
+            if comp in ("", "."):
+                continue
+            if comp == "..":
+                if not comps:
+                    raise self.unsafe(f"the path {name!r} climbs out of the layer root")
+                comps.pop()
+            else:
+                comps.append(comp)
+        return tuple(comps)
+
+    # Walking --------------------------------------------------------------
+
+    def open_dir(self, comps: Sequence[str], create: bool) -> int | None:
+        """Open the directory ``comps`` of this snapshot without following symlinks.
+
+        With ``create``, missing directories are made (with the metadata of the
+        same directory in the lower layers, if there is one) and whiteouts on
+        the way become opaque directories. Without it, returns None when the
+        directory is missing, whited out or not a directory. A symlink on the
+        way raises UnsafeLayer in both cases.
+        """
+        fd = os.dup(self.root_fd)
+        try:
+            for index, comp in enumerate(comps):
+                try:
+                    st: os.stat_result | None = os.stat(comp, dir_fd=fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    st = None
+                if st is not None and stat.S_ISLNK(st.st_mode):
+                    raise self.unsafe(f"the path passes through the symlink {'/'.join(comps[: index + 1])!r}")
+                if st is None or not stat.S_ISDIR(st.st_mode):
+                    if not create:
+                        os.close(fd)
+                        return None
+                    self.make_implied_dir(fd, comps[: index + 1], st)
+                next_fd = os.open(comp, _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = next_fd
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def make_implied_dir(self, parent_fd: int, comps: Sequence[str], existing: os.stat_result | None) -> None:
+        """Create a directory that a member needs but the layer does not list."""
+        name = comps[-1]
+        path = "/".join(comps)
+        if existing is not None and not _is_whiteout(existing):
+            raise self.invalid(f"its parent {path!r} is not a directory")
+        # Looked up before mkdir, with this snapshot first, because its opaque
+        # directories and whiteouts hide the lower directory.
+        lower = _find([self.target, *self.lowers], comps) if existing is None else None
+        lower_st = os.lstat(lower) if lower is not None else None
+        if existing is not None:
+            # The layer deleted the lower path and then put entries under it: the
+            # new directory must hide the lower one's contents.
+            os.unlink(name, dir_fd=parent_fd)
+        os.mkdir(name, 0o700, dir_fd=parent_fd)
+        fd = os.open(name, _PATH_FLAGS, dir_fd=parent_fd)
+        try:
+            proc = _proc_path(fd)
+            if lower is not None and lower_st is not None and stat.S_ISDIR(lower_st.st_mode):
+                os.chown(proc, lower_st.st_uid, lower_st.st_gid)
+                os.chmod(proc, stat.S_IMODE(lower_st.st_mode))
+                _copy_xattrs(lower, proc)
+                self.dir_times[tuple(comps)] = lower_st.st_mtime_ns
+            else:
+                os.chmod(proc, 0o755)
+            if existing is not None:
+                os.setxattr(proc, OPAQUE_XATTR, b"y")
+        finally:
+            os.close(fd)
+        log.debug("layer %s: created implied directory %s", self.layer, path)
+
+    def remove_existing(self, parent_fd: int, name: str) -> os.stat_result | None:
+        """Remove whatever this layer already has at ``name``, so a new entry never writes through it."""
+        try:
+            st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(name, dir_fd=parent_fd)
+        else:
+            os.unlink(name, dir_fd=parent_fd)
+        return st
+
+    # Metadata -------------------------------------------------------------
+
+    def ids(self, info: tarfile.TarInfo) -> tuple[int, int]:
+        for value, kind in ((info.uid, "uid"), (info.gid, "gid")):
+            if not 0 <= value < _NO_ID:
+                raise self.unsafe(f"{kind} {value} is out of range")
+        return info.uid, info.gid
+
+    def xattrs(self, info: tarfile.TarInfo) -> dict[str, bytes]:
+        result = {}
+        for key, value in info.pax_headers.items():
+            if not key.startswith(PAX_XATTR_PREFIX):
+                continue
+            name = key[len(PAX_XATTR_PREFIX) :]
+            if name.startswith(OVERLAY_XATTR_PREFIXES):
+                raise self.unsafe(f"the xattr {name!r} is overlayfs metadata")
+            result[name] = value.encode("utf-8", "surrogateescape")
+        return result
+
+    def set_metadata(self, parent_fd: int, name: str, info: tarfile.TarInfo, comps: tuple[str, ...]) -> None:
+        """Set owner, mode, xattrs and mtime from ``info`` on the entry just created at ``name``."""
+        uid, gid = self.ids(info)
+        xattrs = self.xattrs(info)
+        mtime_ns = int(info.mtime * 1_000_000_000)
+        if info.issym():
+            os.chown(name, uid, gid, dir_fd=parent_fd, follow_symlinks=False)
+            for key, value in xattrs.items():
+                os.setxattr(f"{_proc_path(parent_fd)}/{name}", key, value, follow_symlinks=False)
+            os.utime(name, ns=(mtime_ns, mtime_ns), dir_fd=parent_fd, follow_symlinks=False)
+            return
+        fd = os.open(name, _PATH_FLAGS, dir_fd=parent_fd)
+        try:
+            self.set_inode_metadata(fd, uid, gid, stat.S_IMODE(info.mode), xattrs)
+            if info.isdir():
+                self.dir_times[comps] = mtime_ns
+            else:
+                os.utime(_proc_path(fd), ns=(mtime_ns, mtime_ns))
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def set_inode_metadata(fd: int, uid: int, gid: int, mode: int, xattrs: dict[str, bytes]) -> None:
+        proc = _proc_path(fd)
+        # chown clears setuid, setgid and security.capability, so it goes first.
+        os.chown(proc, uid, gid)
+        os.chmod(proc, mode)
+        for key, value in xattrs.items():
+            os.setxattr(proc, key, value)
+
+    def set_dir_times(self) -> None:
+        for comps in sorted(self.dir_times, key=len, reverse=True):
+            mtime_ns = self.dir_times[comps]
+            try:
+                fd = self.open_dir(comps, create=False)
+            except UnsafeLayer:
+                fd = None  # a later member replaced a directory on the way with a symlink
+            if fd is None:
+                continue
+            try:
+                os.utime(_proc_path(fd), ns=(mtime_ns, mtime_ns))
+            finally:
+                os.close(fd)
+
+    # Members --------------------------------------------------------------
+
+    def apply_member(self, archive: tarfile.TarFile, info: tarfile.TarInfo) -> None:
+        self.member = info.name
+        comps = self.clean(info.name)
+        if not comps:
+            self.apply_root(info)
+            return
+        name = comps[-1]
+        if name.startswith(WHITEOUT_PREFIX):
+            self.apply_whiteout(comps)
+            return
+        if info.islnk():
+            self.apply_hardlink(comps, info)
+            return
+
+        parent_fd = self.open_dir(comps[:-1], create=True)
+        assert parent_fd is not None
+        try:
+            if info.isdir():
+                self.make_dir(parent_fd, name)
+            elif info.isreg():
+                self.remove_existing(parent_fd, name)
+                self.write_file(parent_fd, name, archive, info)
+            elif info.issym():
+                self.remove_existing(parent_fd, name)
+                os.symlink(info.linkname, name, dir_fd=parent_fd)
+            elif info.ischr() or info.isblk():
+                if info.ischr() and info.devmajor == 0 and info.devminor == 0:
+                    raise self.unsafe("a character device 0:0 is an overlayfs whiteout; layers use .wh. files")
+                self.remove_existing(parent_fd, name)
+                kind = stat.S_IFCHR if info.ischr() else stat.S_IFBLK
+                os.mknod(name, kind | 0o600, os.makedev(info.devmajor, info.devminor), dir_fd=parent_fd)
+            elif info.isfifo():
+                self.remove_existing(parent_fd, name)
+                os.mkfifo(name, 0o600, dir_fd=parent_fd)
+            else:
+                raise self.invalid(f"unsupported tar member type {info.type!r}")
+            self.set_metadata(parent_fd, name, info, comps)
+        finally:
+            os.close(parent_fd)
+
+    def apply_root(self, info: tarfile.TarInfo) -> None:
+        if not info.isdir():
+            raise self.unsafe("the layer root can only be a directory")
+        uid, gid = self.ids(info)
+        self.set_inode_metadata(self.root_fd, uid, gid, stat.S_IMODE(info.mode), self.xattrs(info))
+        self.dir_times[()] = int(info.mtime * 1_000_000_000)
+
+    def make_dir(self, parent_fd: int, name: str) -> None:
+        try:
+            st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            st = None
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            return  # keep its contents and any opaque xattr, the metadata is set again
+        if st is not None:
+            self.remove_existing(parent_fd, name)
+        os.mkdir(name, 0o700, dir_fd=parent_fd)
+        if st is not None and _is_whiteout(st):
+            fd = os.open(name, _PATH_FLAGS, dir_fd=parent_fd)
+            try:
+                os.setxattr(_proc_path(fd), OPAQUE_XATTR, b"y")
+            finally:
+                os.close(fd)
+
+    def write_file(self, parent_fd: int, name: str, archive: tarfile.TarFile, info: tarfile.TarInfo) -> None:
+        source = archive.extractfile(info)
+        assert source is not None
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=parent_fd)
+        with os.fdopen(fd, "wb") as dest:
+            shutil.copyfileobj(source, dest, _CHUNK)
+        self.size += info.size
+
+    def apply_whiteout(self, comps: tuple[str, ...]) -> None:
+        name = comps[-1]
+        if name == OPAQUE_MARKER:
+            fd = self.open_dir(comps[:-1], create=True)
+            assert fd is not None
+            try:
+                os.setxattr(_proc_path(fd), OPAQUE_XATTR, b"y")
+            finally:
+                os.close(fd)
+            return
+        if name.startswith(WHITEOUT_META_PREFIX):
+            log.debug("layer %s: skipped AUFS metadata member %s", self.layer, self.member)
+            return
+
+        hidden = name[len(WHITEOUT_PREFIX) :]
+        if hidden in ("", ".", ".."):
+            raise self.unsafe(f"the whiteout names {hidden!r}, which is not a file name")
+        parent_fd = self.open_dir(comps[:-1], create=True)
+        assert parent_fd is not None
+        try:
+            try:
+                st = os.stat(hidden, dir_fd=parent_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                os.mknod(hidden, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=parent_fd)
+                return
+            if stat.S_ISDIR(st.st_mode):
+                # This layer's directory stays, but the lower one's contents must not show through it.
+                fd = os.open(hidden, _PATH_FLAGS, dir_fd=parent_fd)
+                try:
+                    os.setxattr(_proc_path(fd), OPAQUE_XATTR, b"y")
+                finally:
+                    os.close(fd)
+            # A non-directory of this layer already hides the lower path.
+        finally:
+            os.close(parent_fd)
+
+    def apply_hardlink(self, comps: tuple[str, ...], info: tarfile.TarInfo) -> None:
+        target = self.clean(info.linkname)
+        if not target:
+            raise self.unsafe("a hard link to the layer root")
+        source_fd = self.open_dir(target[:-1], create=False)
+        try:
+            source_st = None
+            if source_fd is not None:
+                try:
+                    source_st = os.stat(target[-1], dir_fd=source_fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    pass
+            if source_st is None or _is_whiteout(source_st):
+                if source_fd is not None:
+                    os.close(source_fd)
+                    source_fd = None
+                source_fd = self.copy_up(target)
+            else:
+                link_dir_fd = source_fd
+                self.check_link_source(target, source_st, lambda: os.readlink(target[-1], dir_fd=link_dir_fd))
+
+            parent_fd = self.open_dir(comps[:-1], create=True)
+            assert parent_fd is not None
+            try:
+                if comps == target:
+                    return
+                self.remove_existing(parent_fd, comps[-1])
+                os.link(target[-1], comps[-1], src_dir_fd=source_fd, dst_dir_fd=parent_fd, follow_symlinks=False)
+            finally:
+                os.close(parent_fd)
+        finally:
+            if source_fd is not None:
+                os.close(source_fd)
+
+    def check_link_source(self, target: tuple[str, ...], st: os.stat_result, read_link: Callable[[], str]) -> None:
+        shown = "/".join(target)
+        if stat.S_ISDIR(st.st_mode):
+            raise self.invalid(f"a hard link to the directory {shown!r}")
+        if stat.S_ISLNK(st.st_mode) and _escapes(target[:-1], read_link()):
+            raise self.unsafe(f"a hard link to the symlink {shown!r}, which points out of the layer root")
+
+    def copy_up(self, target: tuple[str, ...]) -> int:
+        """Copy the lower layers' file at ``target`` into this snapshot; return an fd of its directory."""
+        # This snapshot goes first, because its whiteouts and opaque directories hide lower files.
+        found = _find([self.target, *self.lowers], target)
+        shown = "/".join(target)
+        if found is None or found.is_relative_to(self.target):
+            raise self.invalid(f"the hard link target {shown!r} is neither in this layer nor below it")
+        st = os.lstat(found)
+        self.check_link_source(target, st, lambda: os.readlink(found))
+
+        parent_fd = self.open_dir(target[:-1], create=True)
+        assert parent_fd is not None
+        name = target[-1]
+        try:
+            if stat.S_ISREG(st.st_mode):
+                source = os.open(found, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                try:
+                    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                                 dir_fd=parent_fd)
+                    with os.fdopen(fd, "wb") as dest, os.fdopen(os.dup(source), "rb") as src:
+                        shutil.copyfileobj(src, dest, _CHUNK)
+                finally:
+                    os.close(source)
+                self.size += st.st_size
+            elif stat.S_ISLNK(st.st_mode):
+                os.symlink(os.readlink(found), name, dir_fd=parent_fd)
+                os.chown(name, st.st_uid, st.st_gid, dir_fd=parent_fd, follow_symlinks=False)
+                os.utime(name, ns=(st.st_mtime_ns, st.st_mtime_ns), dir_fd=parent_fd, follow_symlinks=False)
+                log.debug("layer %s: copied up symlink %s from %s", self.layer, shown, found)
+                return parent_fd
+            else:
+                os.mknod(name, st.st_mode, st.st_rdev, dir_fd=parent_fd)
+
+            fd = os.open(name, _PATH_FLAGS, dir_fd=parent_fd)
+            try:
+                proc = _proc_path(fd)
+                os.chown(proc, st.st_uid, st.st_gid)
+                os.chmod(proc, stat.S_IMODE(st.st_mode))
+                _copy_xattrs(found, proc)
+                os.utime(proc, ns=(st.st_mtime_ns, st.st_mtime_ns))
+            finally:
+                os.close(fd)
+        except BaseException:
+            os.close(parent_fd)
+            raise
+        log.debug("layer %s: copied up %s from %s for a hard link", self.layer, shown, found)
+        return parent_fd
+
+
+def _make_dirs_writable(path: str) -> None:
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        return
+    if st.st_mode & 0o700 != 0o700:
+        os.chmod(path, stat.S_IMODE(st.st_mode) | 0o700)
+    with os.scandir(path) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                _make_dirs_writable(entry.path)
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove a partial snapshot, making its directories writable first if that is needed."""
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        pass
+    except PermissionError:
+        _make_dirs_writable(str(path))
+        shutil.rmtree(path)
+
+
+def apply(tar_stream: BinaryIO, target: Path, layer: str, lowers: Sequence[Path] = ()) -> LayerResult:
+    """Unpack an uncompressed layer tar into the empty snapshot directory ``target``.
+
+    ``layer`` is the layer's digest, used in error messages. ``lowers`` are the
+    snapshot directories below, topmost first; hard links to their files are
+    made by copying the file up into this snapshot first. The whole stream is
+    read, past the tar end marker, to compute the diff ID.
+
+    Raises UnsafeLayer for a member that would reach outside ``target``,
+    ImageError for a malformed layer and StoreError for a failed write. On
+    any error ``target`` is removed.
+    """
+    target = Path(target)
+    reader = _DigestReader(tar_stream)
+    try:
+        root_fd = os.open(target, _DIR_FLAGS)
+    except OSError as e:
+        raise StoreError(f"cannot open snapshot directory {target} for layer {layer}: {e.strerror}") from e
+    unpacker = _Unpacker(root_fd, target, layer, lowers)
+    log.debug("unpacking layer %s into %s", layer, target)
+    try:
+        if os.listdir(root_fd):
+            raise StoreError(f"snapshot directory {target} for layer {layer} is not empty")
+        try:
+            archive = tarfile.open(fileobj=reader, mode="r|")  # type: ignore[call-overload]
+        except tarfile.ReadError:
+            if reader.count:
+                raise
+            archive = None  # an empty stream is an empty layer, as Docker reads it
+        if archive is not None:
+            for info in archive:
+                unpacker.apply_member(archive, info)
+        reader.drain()
+        unpacker.set_dir_times()
+    except BaseException as e:
+        os.close(root_fd)
+        _remove_tree(target)
+        if isinstance(e, DockyardError):
+            raise
+        if isinstance(e, (tarfile.TarError, EOFError, ValueError)) or _is_decompression_error(e):
+            raise ImageError(f"layer {layer}: invalid tar stream at member {unpacker.member!r}: {e}") from e
+        if isinstance(e, OSError):
+            where = f"member {unpacker.member!r} of layer {layer}" if unpacker.member else f"layer {layer}"
+            reason = "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+            raise StoreError(f"cannot unpack {where} into {target}: {reason}") from e
+        raise
+    os.close(root_fd)
+    result = LayerResult(diff_id=reader.digest(), size=unpacker.size)
+    log.debug("unpacked layer %s: diff ID %s, %d bytes", layer, result.diff_id, result.size)
+    return result
+
+
+def _is_decompression_error(error: BaseException) -> bool:
+    import gzip
+    import zlib
+
+    return isinstance(error, (gzip.BadGzipFile, zlib.error))

@@ -1,0 +1,127 @@
+"""``dockyard-runtime``: a runc-compatible command over ``dockyard.runtime.container``.
+
+Supported: ``spec``, ``create``, ``start``, ``state``, ``kill``, ``delete``,
+``run``, ``pause``, ``resume``, with runc's global ``--root``, ``--log``,
+``--log-format`` and ``--debug``. Exit codes follow runc: 0 on success, 1 on
+any error, and for ``run`` in the foreground the container's exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_ROOT = "/run/dockyard/runtime"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dockyard-runtime", description="Run OCI bundles, like runc.")
+    parser.add_argument("--root", default=DEFAULT_ROOT, help=f"directory for container state (default {DEFAULT_ROOT})")
+    parser.add_argument("--log", help="write logs to this file instead of stderr")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text", help="format of --log output")
+    parser.add_argument("--debug", action="store_true", help="log every system action")
+    parser.add_argument("--systemd-cgroup", action="store_true", help=argparse.SUPPRESS)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    spec = commands.add_parser("spec", help="write a default config.json into the bundle directory")
+    spec.add_argument("-b", "--bundle", default=".", help="bundle directory (default: current directory)")
+
+    for name, help_text in (("create", "set up a container, ready to start"), ("run", "create and start a container")):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("-b", "--bundle", default=".", help="bundle directory (default: current directory)")
+        command.add_argument("--pid-file", help="write the init's PID to this file")
+        command.add_argument("--console-socket", help="unix socket that receives the terminal's master fd")
+        command.add_argument("--no-pivot", action="store_true", help=argparse.SUPPRESS)
+        command.add_argument("--no-new-keyring", action="store_true", help=argparse.SUPPRESS)
+        if name == "run":
+            command.add_argument("-d", "--detach", action="store_true", help="return after start without waiting")
+        command.add_argument("id")
+
+    for name, help_text in (
+        ("start", "start a created container"),
+        ("state", "print a container's OCI state as JSON"),
+        ("pause", "freeze every process of a container"),
+        ("resume", "thaw a paused container"),
+    ):
+        commands.add_parser(name, help=help_text).add_argument("id")
+
+    kill = commands.add_parser("kill", help="send a signal to a container's init (default SIGTERM)")
+    kill.add_argument("-a", "--all", action="store_true", help="signal every process in the container's cgroup")
+    kill.add_argument("id")
+    kill.add_argument("signal", nargs="?", default="SIGTERM")
+
+    delete = commands.add_parser("delete", help="remove a stopped container")
+    delete.add_argument("-f", "--force", action="store_true", help="kill the container first if it is running")
+    delete.add_argument("id")
+    return parser
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps({"level": record.levelname.lower(), "msg": record.getMessage(), "logger": record.name})
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    handler: logging.Handler = logging.FileHandler(args.log) if args.log else logging.StreamHandler(sys.stderr)
+    if args.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, handlers=[handler])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args)
+
+    from dockyard.errors import DockyardError
+    from dockyard.runtime import container
+    from dockyard.runtime import spec as spec_module
+
+    root = Path(args.root)
+    try:
+        if args.command == "spec":
+            path = Path(args.bundle) / "config.json"
+            if path.exists():
+                raise DockyardError(f"{path} already exists; remove it first")
+            path.write_text(json.dumps(spec_module.default_spec(), indent=2) + "\n")
+        elif args.command == "create":
+            container.create(
+                args.id, args.bundle, root, console_socket=args.console_socket, pid_file=args.pid_file
+            )
+        elif args.command == "run":
+            return container.run(
+                args.id,
+                args.bundle,
+                root,
+                detach=args.detach,
+                console_socket=args.console_socket,
+                pid_file=args.pid_file,
+            )
+        elif args.command == "start":
+            container.start(args.id, root)
+        elif args.command == "state":
+            print(json.dumps(container.oci_state(args.id, root), indent=2))
+        elif args.command == "kill":
+            container.kill(args.id, args.signal, root, all=args.all)
+        elif args.command == "delete":
+            container.delete(args.id, root, force=args.force)
+        elif args.command == "pause":
+            container.pause(args.id, root)
+        elif args.command == "resume":
+            container.resume(args.id, root)
+    except DockyardError as error:
+        logging.getLogger("dockyard.runtime").debug("command failed", exc_info=True)
+        print(f"dockyard-runtime: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""The snapshot store on the real kernel: creation, stacking, concurrency and removal."""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import time
+
+import pytest
+
+from dockyard.errors import InvalidArgument, NotFound, StoreError, UnsafeLayer
+from dockyard.image import layer
+from dockyard.storage.snapshots import SnapshotStore
+from tests.support.layers import directory, file, hardlink, opaque, symlink, tar_bytes, whiteout
+
+pytestmark = pytest.mark.integration
+
+
+def chain(n: int) -> str:
+    return f"sha256:{n:064x}"
+
+
+def filler(members, calls=None, delay=0.0):
+    """A fill callback that unpacks ``members`` as a layer, counting its calls."""
+    data = tar_bytes(members)
+
+    def fill(target, lowers):
+        if calls is not None:
+            calls.append(target)
+        time.sleep(delay)
+        layer.apply(io.BytesIO(data), target, "sha256:test", lowers)
+
+    return fill
+
+
+def test_create_stack_and_lowers(tmp_path, overlay_mount):
+    store = SnapshotStore(tmp_path)
+    base = store.create(chain(1), None, filler([directory("etc/"), file("etc/os-release", b"base"),
+                                                file("bin/tool", b"t")]))
+    middle = store.create(chain(2), chain(1), filler([whiteout("bin/tool"), file("etc/motd", b"m")]))
+    top = store.create(chain(3), chain(2), filler([hardlink("etc/os", "etc/os-release"), opaque("etc"),
+                                                   file("etc/hostname", b"h")]))
+
+    assert base == tmp_path / "snapshots" / f"{1:064x}" / "fs"
+    assert store.get(chain(2)) == middle
+    assert store.lowers(chain(3)) == [top, middle, base]
+    assert (tmp_path / "snapshots" / f"{3:064x}" / "parent").read_text().strip() == chain(2)
+    assert not (tmp_path / "snapshots" / f"{1:064x}" / "parent").exists()
+    assert sorted(store.chain_ids()) == [chain(1), chain(2), chain(3)]
+    assert os.listdir(tmp_path / "tmp") == []
+
+    merged = overlay_mount(store.lowers(chain(3)))
+    assert sorted(os.listdir(merged / "etc")) == ["hostname", "os", "os-release"]
+    assert (merged / "etc/os").read_bytes() == b"base"
+    assert not (merged / "bin/tool").exists()
+    assert layer.read_file(store.lowers(chain(2)), "/etc/motd") == b"m"
+
+
+def test_create_existing_returns_it_without_fill(tmp_path):
+    store = SnapshotStore(tmp_path)
+    calls: list = []
+    first = store.create(chain(1), None, filler([file("a", b"1")], calls))
+    second = store.create(chain(1), None, filler([file("a", b"2")], calls))
+    assert first == second
+    assert len(calls) == 1
+    assert (first / "a").read_bytes() == b"1"
+
+
+def test_failed_fill_leaves_nothing(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    store = SnapshotStore(tmp_path / "store")
+    with pytest.raises(UnsafeLayer):
+        store.create(chain(1), None, filler([symlink("l", str(outside)), file("l/x", b"x")]))
+    assert store.get(chain(1)) is None
+    assert list(store.chain_ids()) == []
+    assert os.listdir(tmp_path / "store" / "tmp") == []
+    assert os.listdir(outside) == []
+
+
+def test_missing_parent_raises_not_found(tmp_path):
+    store = SnapshotStore(tmp_path)
+    with pytest.raises(NotFound, match=chain(9)):
+        store.create(chain(1), chain(9), filler([]))
+
+
+def test_invalid_chain_id_rejected(tmp_path):
+    store = SnapshotStore(tmp_path)
+    with pytest.raises(InvalidArgument):
+        store.get("sha256:../../etc")
+
+
+def test_concurrent_create_same_chain(tmp_path):
+    store = SnapshotStore(tmp_path)
+    calls: list = []
+    results: list = []
+    errors: list = []
+    fill = filler([file("a", b"x" * 1000), directory("d/")], calls, delay=0.3)
+
+    def worker():
+        try:
+            results.append(store.create(chain(1), None, fill))
+        except BaseException as e:  # reported below, a thread cannot fail the test itself
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert errors == []
+    assert len(results) == 2
+    assert results[0] == results[1]
+    assert len(calls) == 1
+    assert list(store.chain_ids()) == [chain(1)]
+    assert (results[0] / "a").read_bytes() == b"x" * 1000
+    assert os.listdir(tmp_path / "tmp") == []
+
+
+def test_remove_deletes_one_snapshot(tmp_path):
+    store = SnapshotStore(tmp_path)
+    store.create(chain(1), None, filler([file("a", b"1")]))
+    store.create(chain(2), chain(1), filler([directory("locked/", mode=0o000), file("locked/f", b"f"),
+                                             directory("ro/", mode=0o555), file("ro/g", b"g")]))
+    store.remove(chain(2))
+    assert store.get(chain(2)) is None
+    assert store.get(chain(1)) is not None
+    assert os.listdir(tmp_path / "tmp") == []
+    with pytest.raises(NotFound):
+        store.remove(chain(2))
+
+
+def test_remove_of_parent_makes_child_corrupt(tmp_path):
+    store = SnapshotStore(tmp_path)
+    store.create(chain(1), None, filler([]))
+    store.create(chain(2), chain(1), filler([]))
+    store.remove(chain(1))
+    with pytest.raises(StoreError, match="ancestor"):
+        store.lowers(chain(2))
