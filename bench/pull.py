@@ -290,6 +290,10 @@ def versions(dockerd: Dockerd | None) -> dict[str, str]:
     }
     dockyard = subprocess.run([str(DOCKYARD), "--version"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
     found["dockyard"] = dockyard.stdout.strip() or "not installed"
+    commit = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+                            capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if commit.returncode == 0:
+        found["dockyard"] += f", commit {commit.stdout.strip()}"
     if dockerd is not None:
         found["dockerd"] = dockerd.docker("version", "--format", "{{.Server.Version}}").stdout.strip()
     return found

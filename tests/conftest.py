@@ -7,5 +7,6 @@ pytest_plugins: list[str] = [
     "tests.support.proxy",
     "tests.support.images",
     "tests.support.leaks",
+    "tests.support.bundles",
     "tests.support.cli",
 ]

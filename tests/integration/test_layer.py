@@ -338,7 +338,7 @@ def test_hardlink_to_hidden_lower_file_rejected(tmp_path, hide):
     assert not top.exists()
 
 
-def test_hardlink_to_lower_hidden_by_same_layer_whiteout_rejected(tmp_path):
+def test_hardlink_to_own_whiteout_rejected(tmp_path):
     base = tmp_path / "base"
     unpack([file("f", b"x")], base)
     top = tmp_path / "top"
@@ -623,3 +623,64 @@ def test_hostile_names_stay_inside(tmp_path_factory, members):
         assert not target.exists()
     assert outside_state(base) == before
     assert os.listdir(base / "work") in ([], ["snap"])
+
+
+# Full filesystem ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 256 KiB tmpfs, unmounted at teardown."""
+    import subprocess
+
+    point = tmp_path / "small"
+    point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(point)], check=True)
+    yield point
+    subprocess.run(["umount", str(point)], check=True)
+
+
+def test_apply_on_full_disk_raises_store_error(small_tmpfs):
+    from dockyard.errors import StoreError
+
+    target = small_tmpfs / "snap"
+    with pytest.raises(StoreError, match="no space left on device"):
+        unpack([file("big", os.urandom(1 << 20))], target)
+    assert os.listdir(small_tmpfs) == []
+
+
+def test_content_store_on_full_disk_raises_store_error(small_tmpfs):
+    from dockyard.errors import StoreError
+    from dockyard.image.store import ContentStore
+
+    data = os.urandom(1 << 20)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    store = ContentStore(small_tmpfs)
+    with pytest.raises(StoreError, match=digest):
+        store.put(data)
+    assert os.listdir(small_tmpfs / "ingest") == []
+    assert list(store.digests()) == []
+
+
+# Corrupt compressed streams -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["gzip-corrupt", "gzip-truncated", "zstd-corrupt", "zstd-truncated"])
+def test_corrupt_compressed_layer_raises_image_error(tmp_path, kind):
+    plain = tar_bytes([file("a", os.urandom(20000))])
+    # A zstd frame without a checksum cannot show a flipped byte inside a raw block,
+    # so the test writes frames with one.
+    if kind.startswith("gzip"):
+        compressed = gzip.compress(plain)
+    else:
+        compressed = zstandard.ZstdCompressor(write_checksum=True).compress(plain)
+    if kind.endswith("truncated"):
+        data = compressed[: len(compressed) // 2]
+    else:
+        middle = len(compressed) // 2
+        data = compressed[:middle] + bytes(b ^ 0xFF for b in compressed[middle : middle + 64]) + compressed[middle + 64 :]
+    target = tmp_path / "s"
+    target.mkdir()
+    with pytest.raises(ImageError, match="sha256:corrupt"):
+        layer.apply(layer.decompressed(io.BytesIO(data), None), target, "sha256:corrupt")
+    assert not target.exists()

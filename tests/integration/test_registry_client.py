@@ -7,6 +7,7 @@ references them. Repositories get unique names so the session registry can be sh
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import stat
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from dockyard.config import Config, RegistryConfig
-from dockyard.errors import DigestMismatch, ManifestUnknown, RegistryUnreachable, Unauthorized
+from dockyard.errors import DigestMismatch, ManifestUnknown, RegistryError, RegistryUnreachable, Unauthorized
 from dockyard.image import mediatypes, reference
 from dockyard.image.manifest import Descriptor
 from dockyard.image.store import ContentStore
@@ -64,23 +65,8 @@ def blob_descriptor(data: bytes, media_type: str = mediatypes.OCI_LAYER_GZIP) ->
 
 def upload(client: RegistryClient, repository: reference.Reference, data: bytes) -> Descriptor:
     descriptor = blob_descriptor(data)
-    client.upload_blob(repository, descriptor, lambda: _BytesFile(data))
+    client.upload_blob(repository, descriptor, lambda: io.BytesIO(data))
     return descriptor
-
-
-class _BytesFile:
-    """A file object over bytes, usable as a context manager as open() results are."""
-
-    def __init__(self, data: bytes) -> None:
-        import io
-
-        self._file = io.BytesIO(data)
-
-    def __enter__(self):  # type: ignore[no-untyped-def]
-        return self._file
-
-    def __exit__(self, *exc: object) -> None:
-        self._file.close()
 
 
 def push_image(client: RegistryClient, ref: reference.Reference, layer: bytes) -> tuple[bytes, str]:
@@ -166,7 +152,7 @@ def test_chunked_upload_sends_content_ranges(registry: Registry, tmp_path: Path,
 
         sent: list[int] = []
         descriptor = blob_descriptor(data)
-        client.upload_blob(ref, descriptor, lambda: _BytesFile(data), progress=sent.append)
+        client.upload_blob(ref, descriptor, lambda: io.BytesIO(data), progress=sent.append)
 
         patches = [r for r in proxy.requests if r.method == "PATCH"]
         assert [p.headers["content-range"] for p in patches] == ["0-16383", "16384-32767", "32768-39999"]
@@ -238,7 +224,7 @@ def test_mount_refused_falls_back_to_upload(registry: Registry, tmp_path: Path) 
         descriptor = blob_descriptor(data)
 
         mounted = client.mount_blob(target, descriptor.digest, empty_source)
-        client.upload_blob(target, descriptor, lambda: _BytesFile(data))
+        client.upload_blob(target, descriptor, lambda: io.BytesIO(data))
 
         posts = [r for r in proxy.requests if r.method == "POST"]
         puts = [r for r in proxy.requests if r.method == "PUT"]
@@ -320,6 +306,44 @@ def test_redirect_to_other_host_drops_authorization(
         assert blob_gets[-1].headers.get("authorization", "").startswith("Bearer ")
         assert len(blob_server.requests) == 1
         assert "authorization" not in blob_server.requests[0].headers
+    finally:
+        proxy.stop()
+
+
+def test_server_errors_are_retried(registry: Registry, tmp_path: Path, store: ContentStore) -> None:
+    ref_direct = reference.parse(f"{registry.host}/{unique('flaky')}:v1")
+    layer = os.urandom(3000)
+    manifest, _ = push_image(make_client(tmp_path), ref_direct, layer)
+    proxy = Proxy(registry.host)
+    try:
+        delays: list[float] = []
+        config = Config(root=tmp_path / "root")
+        client = RegistryClient(config, retry=RetryPolicy(attempts=3, base_delay=5.0), sleep=delays.append)
+        ref = reference.parse(f"{proxy.host}/{ref_direct.path}:v1")
+
+        proxy.fail_next = 2
+        fetched = client.get_manifest(ref)
+        proxy.fail_next = 2
+        blob = fetch(client, store, ref, blob_descriptor(layer))
+
+        assert fetched.data == manifest
+        assert blob == layer
+        assert delays == [0.0, 0.0, 0.0, 0.0]  # Retry-After: 0 replaced the 5 s backoff
+    finally:
+        proxy.stop()
+
+
+def test_server_errors_give_up_after_attempts(registry: Registry, tmp_path: Path) -> None:
+    proxy = Proxy(registry.host, fail_next=10)
+    try:
+        client = make_client(tmp_path)
+        ref = reference.parse(f"{proxy.host}/{unique('down')}:v1")
+
+        with pytest.raises(RegistryError) as raised:
+            client.get_manifest(ref)
+
+        assert "503" in str(raised.value)
+        assert len(proxy.requests) == FAST_RETRY.attempts
     finally:
         proxy.stop()
 
@@ -539,10 +563,10 @@ def test_login_with_credential_helper(
 
     login(config, token_registry.host, "alice", "wonderland")
 
-    kept = json.loads((bin_dir / "helper-store.json").read_text())
+    helper_entries = json.loads((bin_dir / "helper-store.json").read_text())
     file_entry = json.loads((docker_config / "config.json").read_text())["auths"][token_registry.host]
-    assert kept[token_registry.host]["Username"] == "alice"
-    assert kept[token_registry.host]["Secret"] == "wonderland"
+    assert helper_entries[token_registry.host]["Username"] == "alice"
+    assert helper_entries[token_registry.host]["Secret"] == "wonderland"
     assert file_entry == {}  # the secret stays in the helper
     assert tuple(Credentials.load().get(token_registry.host)) == ("alice", "wonderland")
 

@@ -67,10 +67,12 @@ class Dockyard:
     def run(self, *args: str, input: bytes | str | None = None, check: bool = True) -> subprocess.CompletedProcess:
         """Run ``dockyard ARGS`` and return the result; with ``check``, fail the test on a non-zero exit."""
         text = not isinstance(input, bytes)
+        if input is None:
+            input = ""
         result = subprocess.run(
             [str(DOCKYARD), *args],
             env=self.env(),
-            input=input if input is not None else ("" if text else b""),
+            input=input,
             capture_output=True,
             text=text,
             timeout=COMMAND_TIMEOUT,

@@ -2,8 +2,8 @@
 
 ``Proxy`` forwards TCP connections to a registry and records each request's method,
 path and headers. It can cut one blob response after a number of body bytes (to test
-resuming), or answer blob GETs itself with a 307 to another server (to test what
-crosses a redirect). ``BlobServer`` is such a redirect target: it serves blobs from a
+resuming), respond to blob GETs itself with a 307 to another server (to test what crosses
+a redirect), or respond 503 to the next requests (to test retries). ``BlobServer`` is such a redirect target: it serves blobs from a
 dict and records the headers it receives.
 
 The proxy adds ``Connection: close`` to every request, so each connection carries one
@@ -74,6 +74,7 @@ class Proxy:
     target: str
     cut_after: int | None = None  # cut the next blob response after this many body bytes, once
     redirect_to: str | None = None  # base URL that blob GETs are redirected to with a 307
+    fail_next: int = 0  # respond 503 with Retry-After: 0 to this many next requests
     requests: list[RecordedRequest] = field(default_factory=list)
     cuts: int = 0
 
@@ -126,6 +127,16 @@ class Proxy:
             request = _parse_head(head)
             with self._lock:
                 self.requests.append(request)
+            with self._lock:
+                failing = self.fail_next > 0
+                if failing:
+                    self.fail_next -= 1
+            if failing:
+                client.sendall(
+                    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 0\r\n"
+                    b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+                return
             match = BLOB_PATH.match(request.path.split("?", 1)[0])
             if self.redirect_to is not None and request.method == "GET" and match:
                 location = f"{self.redirect_to}/blobs/{match.group('digest')}?signature=test"

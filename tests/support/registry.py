@@ -1,7 +1,7 @@
 """A real registry on loopback for tests: Debian's ``docker-registry`` (distribution 2.8).
 
 ``start_registry(workdir)`` starts one on a free port of 127.0.0.1 with its storage under
-``workdir`` and returns once ``/v2/`` answers. The session fixture ``registry`` is a plain
+``workdir`` and returns once ``/v2/`` responds. The session fixture ``registry`` is a plain
 anonymous one that other test modules push their images into. ``htpasswd_auth`` builds the
 ``auth`` section for a registry that wants Basic credentials.
 """
@@ -85,7 +85,7 @@ def start_registry(workdir: Path, auth: dict | None = None, extra: dict | None =
 
     ``auth`` becomes the config's ``auth`` section verbatim (for example the result of
     ``htpasswd_auth``, or ``{"token": {...}}``). ``extra`` is merged into the whole config.
-    Raises RuntimeError with the registry's log if it does not answer within 15 s.
+    Raises RuntimeError with the registry's log if it does not respond within 15 s.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     storage = workdir / "storage"

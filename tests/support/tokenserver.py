@@ -223,7 +223,7 @@ class TokenRegistry:
 
 @pytest.fixture(scope="session")
 def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TokenRegistry]:
-    """A registry with token authentication; the token server knows ``alice``/``wonderland``."""
+    """A registry with token authentication; the token server accepts ``alice``/``wonderland``."""
     workdir = tmp_path_factory.mktemp("token-registry")
     tokens = TokenServer(workdir / "tokens", dict(USERS))
     try:

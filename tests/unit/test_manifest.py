@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from dockyard.errors import InvalidManifest, NoMatchingPlatform
+from dockyard.errors import DigestMismatch, InvalidArgument, InvalidManifest, NoMatchingPlatform
 from dockyard.image import digest as digests
 from dockyard.image import mediatypes
 from dockyard.image.manifest import (
@@ -390,3 +390,38 @@ def test_media_type_sets_are_exact() -> None:
     assert mediatypes.is_index(mediatypes.DOCKER_MANIFEST_LIST)
     assert mediatypes.is_layer(mediatypes.DOCKER_FOREIGN_LAYER_GZIP)
     assert not mediatypes.is_foreign_layer(mediatypes.OCI_LAYER_GZIP)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [f"sha256:{'a' * 64}", f"sha384:{'b' * 96}", f"sha512:{'c' * 128}"],
+)
+def test_digest_validate_accepts(text: str) -> None:
+    assert digests.validate(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("sha256", "<algorithm>:<hex>"),
+        (":abc", "<algorithm>:<hex>"),
+        (f"md5:{'a' * 32}", "unsupported digest algorithm 'md5'"),
+        (f"sha256:{'A' * 64}", "lowercase hex"),
+        (f"sha256:{'a' * 63}", "64 hex digits, not 63"),
+        (f"sha512:{'a' * 64}", "128 hex digits, not 64"),
+    ],
+)
+def test_digest_validate_rejects(text: str, reason: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        digests.validate(text)
+    assert reason in str(caught.value)
+    assert text in str(caught.value)
+
+
+def test_digest_of_and_verify() -> None:
+    assert digests.of(b"") == "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    digests.verify(b"", digests.of(b""), "empty blob")
+    with pytest.raises(DigestMismatch) as caught:
+        digests.verify(b"x", digests.of(b""), "empty blob")
+    assert "empty blob" in str(caught.value)
+    assert caught.value.actual == digests.of(b"x")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -157,24 +156,37 @@ def test_two_ingests_same_digest_in_one_process(tmp_path):
     assert os.listdir(tmp_path / "ingest") == []
 
 
-def _ingest_in_child(root: str, barrier) -> None:
-    store = ContentStore(root)
-    with store.ingest(DIGEST, len(DATA)) as ingest:
-        barrier.wait()
-        for start in range(0, len(DATA), 1000):
-            ingest.write(DATA[start : start + 1000])
+CHILD_INGEST = textwrap.dedent("""
+    import os, sys, time
+    from dockyard.image.store import ContentStore
+    root, name, digest = sys.argv[1], sys.argv[2], sys.argv[3]
+    data = bytes.fromhex(sys.stdin.read())
+    with ContentStore(root).ingest(digest, len(data)) as ingest:
+        # Both children hold an open ingest before either writes.
+        open(os.path.join(root, "ready-" + name), "w").close()
+        deadline = time.monotonic() + 30
+        while len([n for n in os.listdir(root) if n.startswith("ready-")]) < 2:
+            if time.monotonic() > deadline:
+                sys.exit("the other child never became ready")
+            time.sleep(0.01)
+        for start in range(0, len(data), 1000):
+            ingest.write(data[start : start + 1000])
         ingest.commit()
+""")
 
 
 def test_two_processes_ingest_same_blob(tmp_path):
-    context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(2)
-    processes = [context.Process(target=_ingest_in_child, args=(str(tmp_path), barrier)) for _ in range(2)]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join(timeout=60)
-    assert [process.exitcode for process in processes] == [0, 0]
+    children = [
+        subprocess.Popen([sys.executable, "-c", CHILD_INGEST, str(tmp_path), str(n), DIGEST],
+                         stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for n in range(2)
+    ]
+    for child in children:
+        child.stdin.write(DATA.hex())
+        child.stdin.close()
+    errors = [child.stderr.read() for child in children]
+    codes = [child.wait(timeout=60) for child in children]
+    assert codes == [0, 0], errors
     store = ContentStore(tmp_path)
     assert store.read(DIGEST) == DATA
     assert list(store.digests()) == [DIGEST]
@@ -182,8 +194,8 @@ def test_two_processes_ingest_same_blob(tmp_path):
 
 
 def test_write_error_raises_store_error_and_removes_file(tmp_path):
-    # RLIMIT_FSIZE makes write() fail with EFBIG, a real OSError without privileges
-    # or a full disk; it runs in a child so the limit does not stay on pytest.
+    # RLIMIT_FSIZE makes write() fail with EFBIG, a real OSError that needs neither
+    # privileges nor a full disk. A child process takes the limit, so pytest keeps none.
     script = textwrap.dedent(f"""
         import resource, signal, os, sys
         from dockyard.errors import StoreError

@@ -60,8 +60,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_login(subparsers)
     add_logout(subparsers)
 
-    group = subparsers.add_parser("image", help="Manage images")
-    group.set_defaults(handler=None)
+    group = subparsers.add_parser("image", help="Manage images", description="Manage images")
+
+    def show_group_help(args: argparse.Namespace, context: "Context") -> int:
+        group.print_help()
+        return 0
+
+    group.set_defaults(handler=show_group_help)
     commands = group.add_subparsers(dest="image_command", metavar="COMMAND", parser_class=type(group))
     add_pull(commands, "pull")
     add_push(commands, "push")

@@ -1,9 +1,9 @@
 """``save`` and ``load``: images to and from tar archives, through ``image/archive.py``.
 
-Loading first puts every blob into the content store (``archive.read`` removes
-them again if the archive is bad), then unpacks each layer into a snapshot and
-checks its diff ID, and records each image and its tags last, so a load that
-fails records no image.
+Loading first puts every blob into the content store, and ``archive.read``
+removes them again if the archive is bad. Then each layer is unpacked into a
+snapshot and its diff ID checked. Each image and its tags are recorded last,
+so a load that fails records no image.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 The service ties the content store (blobs), the snapshot store (unpacked
 layers) and the state database (images, tags, layers) together. Blobs and
 snapshots are written first and the state database last, in one transaction,
-so an operation that fails partway records nothing: at worst it leaves
-complete, verified blobs and snapshots that the next garbage collection
-removes, and partial downloads in ``ingest/`` for the next pull to resume.
+so an operation that fails partway records nothing. At worst it leaves
+complete, verified blobs and snapshots, which the next garbage collection
+removes, and partial downloads in ``ingest/``, which the next pull resumes.
 
 Pulling and pushing live in ``pull.py`` and ``push.py``; this module holds
 the service object, name resolution and the local operations.
@@ -13,15 +13,15 @@ the service object, name resolution and the local operations.
 
 from __future__ import annotations
 
+import builtins
 import fnmatch
 import json
 import logging
 import os
-import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Sequence
 
 from dockyard.engine import locks
 from dockyard.engine.state import State
@@ -170,12 +170,12 @@ class ImageService:
 
     # -- queries -------------------------------------------------------------
 
-    def repo_tags(self, image_id: str) -> list[str]:
+    def repo_tags(self, image_id: str) -> builtins.list[str]:
         from dockyard.image import reference as references
 
         return [references.parse(tag).familiar() for tag, _ in self.state.tags(image_id)]
 
-    def repo_digests(self, image_id: str) -> list[str]:
+    def repo_digests(self, image_id: str) -> builtins.list[str]:
         from dockyard.image import reference as references
 
         result = []
@@ -184,7 +184,7 @@ class ImageService:
             result.append(f"{repository}@{manifest.digest}")
         return result
 
-    def list(self, all: bool = False, filters: dict[str, list[str]] | None = None) -> list[dict]:
+    def list(self, all: bool = False, filters: dict[str, builtins.list[str]] | None = None) -> builtins.list[dict]:
         """Return ``ImageSummary`` dicts, newest first, matching every filter.
 
         ``all`` would add intermediate build images; dockyard stores none, so
@@ -231,7 +231,7 @@ class ImageService:
             })
         return summaries
 
-    def _created_bound(self, values: list[str] | None) -> float | None:
+    def _created_bound(self, values: builtins.list[str] | None) -> float | None:
         from dockyard.cli.render import parse_timestamp
 
         if not values:
@@ -250,6 +250,7 @@ class ImageService:
         container_config = config.get("config") or {}
         layers = self.state.image_layers(image_id)
         lowers = ":".join(str(self.root / "snapshots" / _hex(layer.chain_id) / "fs") for layer in reversed(layers))
+
         result: dict[str, Any] = {
             "Id": image.id,
             "RepoTags": self.repo_tags(image_id),
@@ -267,13 +268,14 @@ class ImageService:
             "RootFS": {"Type": "layers", "Layers": list((config.get("rootfs") or {}).get("diff_ids") or [])},
             "Metadata": {"LastTagTime": ZERO_TIME},
         }
+
         if image.variant:
             result["Variant"] = image.variant
         if config.get("os.version"):
             result["OsVersion"] = config["os.version"]
         return result
 
-    def history(self, name: str) -> list[dict]:
+    def history(self, name: str) -> builtins.list[dict]:
         """Return the image's history, newest first, in the shape of the Engine API's history items.
 
         Entries that created a layer get that layer's size. Only the newest
@@ -317,7 +319,7 @@ class ImageService:
         self.state.set_tag(str(ref), image_id)
         log.debug("tagged %s as %s", image_id, ref)
 
-    def remove(self, name: str, force: bool = False) -> list[dict]:
+    def remove(self, name: str, force: bool = False) -> builtins.list[dict]:
         """Remove a tag, and the image once no tag is left; then drop what nothing uses.
 
         Returns ``{"Untagged": ...}`` and ``{"Deleted": ...}`` entries in the
@@ -338,7 +340,7 @@ class ImageService:
                 ref = None  # the name matched as a short ID, not as a reference
         containers = self.state.containers_using(image_id)
         short = _hex(image_id)[:12]
-        entries: list[dict] = []
+        entries: builtins.list[dict] = []
 
         if ref is not None:
             if containers and not force:
@@ -372,7 +374,7 @@ class ImageService:
         entries += self._delete(image_id)
         return entries
 
-    def _untag(self, image_id: str, ref: "Reference") -> list[dict]:
+    def _untag(self, image_id: str, ref: "Reference") -> builtins.list[dict]:
         if ref.digest is not None:
             known = [
                 manifest for manifest in self.state.manifests(image_id)
@@ -385,7 +387,7 @@ class ImageService:
         self.state.remove_tag(str(ref))
         return [{"Untagged": ref.familiar()}]
 
-    def _untag_digests(self, image_id: str) -> list[dict]:
+    def _untag_digests(self, image_id: str) -> builtins.list[dict]:
         from dockyard.image import reference as references
 
         entries = []
@@ -394,21 +396,21 @@ class ImageService:
             entries.append({"Untagged": f"{familiar}@{manifest.digest}"})
         return entries
 
-    def _delete(self, image_id: str) -> list[dict]:
+    def _delete(self, image_id: str) -> builtins.list[dict]:
         """Delete the image record, then collect the layers and blobs no image uses any more."""
         self.state.delete_image(image_id)
         log.debug("deleted image %s", image_id)
         removed_layers, _ = self.collect_garbage()
         return [{"Deleted": image_id}] + [{"Deleted": chain_id} for chain_id in removed_layers]
 
-    def collect_garbage(self) -> tuple[list[str], int]:
+    def collect_garbage(self) -> tuple[builtins.list[str], int]:
         """Remove snapshots and blobs that no recorded image uses; returns the removed chain IDs and bytes freed.
 
         Holds the exclusive GC lock, so it waits for pulls and loads in
         progress, whose blobs and snapshots are not recorded yet.
         """
         freed = 0
-        removed: list[str] = []
+        removed: builtins.list[str] = []
         with locks.gc_lock(self.root, exclusive=True):
             for chain_id in self.state.unused_layers():
                 layer = self.state.layer(chain_id)
@@ -441,7 +443,7 @@ class ImageService:
 
     def prune(self, all: bool = False) -> PruneResult:
         """Remove dangling images (no tag), or with ``all`` every image no container uses."""
-        deleted: list[dict] = []
+        deleted: builtins.list[dict] = []
         for image in self.state.images():
             if self.state.containers_using(image.id):
                 continue
@@ -459,7 +461,7 @@ class ImageService:
         deleted += [{"Deleted": chain_id} for chain_id in removed_layers]
         return PruneResult(deleted=deleted, space_reclaimed=freed)
 
-    def manifest_for(self, image_id: str, purpose: str) -> tuple[str, bytes, str, "Descriptor", list["Descriptor"]]:
+    def manifest_for(self, image_id: str, purpose: str) -> tuple[str, bytes, str, "Descriptor", builtins.list["Descriptor"]]:
         """Return the digest, bytes, media type, config and layer descriptors of a manifest for the image.
 
         The manifest the image was pulled or loaded as is used when it and all
@@ -484,7 +486,7 @@ class ImageService:
                 return digest, data, parsed.media_type, parsed.config, list(parsed.layers)
         return self._build_manifest(image, purpose)
 
-    def _build_manifest(self, image: Any, purpose: str) -> tuple[str, bytes, str, "Descriptor", list["Descriptor"]]:
+    def _build_manifest(self, image: Any, purpose: str) -> tuple[str, bytes, str, "Descriptor", builtins.list["Descriptor"]]:
         from dockyard.image import mediatypes
         from dockyard.image.manifest import Descriptor, Manifest
 
@@ -518,7 +520,7 @@ class ImageService:
 
         save(self, names, out)
 
-    def load(self, fileobj: BinaryIO, progress: Progress | None = None) -> list[str]:
+    def load(self, fileobj: BinaryIO, progress: Progress | None = None) -> builtins.list[str]:
         """Load the images of a docker-archive or OCI-layout tar; returns the names loaded."""
         from dockyard.engine.archives import load
 
@@ -575,7 +577,3 @@ def directory_size(path: Path) -> int:
             seen.add(key)
             total += info.st_size
     return total
-
-
-def now_rfc3339() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -4,12 +4,13 @@ Locks are ``flock(2)`` locks on files under ``root/locks``. The kernel drops
 them when their process exits, so a crashed process never leaves one held.
 
 - ``blob_lock(root, digest)``: held while one process downloads a blob, so two
-  pulls of the same image do not write the same ingest file; the second finds
-  the blob present once it gets the lock.
+  pulls of the same image do not both download it. The second finds the blob
+  present once it gets the lock.
 - ``gc_lock(root, exclusive)``: pulls, pushes and loads hold it shared from
-  their first download until their image is recorded; garbage collection
+  their first download until their image is recorded. Garbage collection
   holds it exclusively, so it never deletes a blob or snapshot that a pull has
-  fetched but not yet recorded.
+  fetched but not yet recorded. Any other code that adds blobs or snapshots
+  before recording them (build, commit) must hold it shared in the same way.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -43,9 +44,9 @@ def file_lock(path: Path, exclusive: bool = True) -> Iterator[None]:
         os.close(descriptor)
 
 
-def blob_lock(root: Path, digest: str) -> "contextmanager[None]":
+def blob_lock(root: Path, digest: str) -> AbstractContextManager[None]:
     return file_lock(root / "locks" / "blobs" / digest.replace(":", "-"))
 
 
-def gc_lock(root: Path, exclusive: bool) -> "contextmanager[None]":
+def gc_lock(root: Path, exclusive: bool) -> AbstractContextManager[None]:
     return file_lock(root / "locks" / "gc", exclusive=exclusive)

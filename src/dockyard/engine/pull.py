@@ -25,7 +25,7 @@ import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from dockyard.engine import locks
 from dockyard.engine.images import ImageService, Progress, PullResult, directory_size
@@ -77,7 +77,7 @@ class Puller:
         from dockyard.image import reference as references
 
         ref = references.parse(name)
-        wanted = platforms.parse(platform) if platform else platforms.host()
+        requested = platforms.parse(platform) if platform else platforms.host()
         client = self.service.registry_client()
 
         with locks.gc_lock(self.service.root, exclusive=False):
@@ -88,10 +88,10 @@ class Puller:
 
             if isinstance(document, manifests.Index):
                 try:
-                    chosen = document.select(wanted)
+                    chosen = document.select(requested)
                 except NoMatchingPlatform as error:
                     raise NoMatchingPlatform(
-                        f"no matching manifest for {platform_text(wanted)} in the manifest list entries of "
+                        f"no matching manifest for {platform_text(requested)} in the manifest list entries of "
                         f"{ref.familiar()}"
                     ) from error
                 fetched = client.get_manifest(ref.with_digest(chosen.digest))
@@ -106,7 +106,7 @@ class Puller:
                 image_manifest = document
                 manifest_digest, manifest_media_type = top.digest, top.media_type
 
-            image_id, up_to_date = self._pull_image(client, ref, image_manifest, wanted if platform else None,
+            image_id, up_to_date = self._pull_image(client, ref, image_manifest, requested if platform else None,
                                                     [top.digest, manifest_digest],
                                                     ManifestRecord(ref.repository, top.digest, manifest_digest,
                                                                    manifest_media_type))
@@ -194,16 +194,16 @@ class Puller:
     def _wait(future: Future) -> Any:
         return future.result()
 
-    def _check_platform(self, ref: "Reference", config: dict, wanted: Any) -> None:
+    def _check_platform(self, ref: "Reference", config: dict, requested: Any) -> None:
         from dockyard.image import platform as platforms
 
         actual = platforms.Platform(
             os=config.get("os", ""), architecture=config.get("architecture", ""), variant=config.get("variant")
         )
-        if not wanted.matches(actual):
+        if not requested.matches(actual):
             raise NoMatchingPlatform(
-                f"image {ref.familiar()} does not match the requested platform: wanted {platform_text(wanted)}, "
-                f"actual {platform_text(actual)}"
+                f"image {ref.familiar()} is for {platform_text(actual)}, not the requested platform "
+                f"{platform_text(requested)}"
             )
 
     def _download(self, client: Any, ref: "Reference", descriptor: "Descriptor", layer_id: str | None) -> bytes | None:
@@ -297,7 +297,7 @@ def unpack_layer(
     def fill(target: Path, lowers: list[Path]) -> None:
         with service.store.open(descriptor.digest) as blob:
             counted = _CountingReader(blob, lambda n: emit("Extracting", layer_id, current=n, total=descriptor.size))
-            stream = layers_module.decompressed(counted, descriptor.media_type)
+            stream = layers_module.decompressed(cast(BinaryIO, counted), descriptor.media_type)
             result = layers_module.apply(stream, target, descriptor.digest, lowers)
         if result.diff_id != diff_id:
             raise DigestMismatch(f"layer {descriptor.digest} (uncompressed)", diff_id, result.diff_id)

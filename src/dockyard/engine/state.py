@@ -1,10 +1,10 @@
 """The state database: images, tags, layers and the blobs they use, in SQLite.
 
 This module is the only code that writes ``root/state.db``. The database runs
-in WAL mode so that readers never block the one writer, and every write runs
-in a ``BEGIN IMMEDIATE`` transaction, so two dockyard processes that write at
-the same time queue on the write lock (up to ``BUSY_TIMEOUT_MS``) instead of
-failing with "database is locked".
+in WAL mode, so readers never block the one writer. Every write runs in a
+``BEGIN IMMEDIATE`` transaction. Two dockyard processes that write at the same
+time therefore queue on the write lock (for up to ``BUSY_TIMEOUT_MS``) instead
+of failing with "database is locked".
 
 Tables:
 

@@ -1,15 +1,15 @@
 """Image archives for ``save`` and ``load``: docker-archive and OCI image layout tars.
 
 ``write()`` produces what ``docker save`` produces since Docker 25: one tar
-that is both an OCI image layout (``oci-layout``, ``index.json``,
-``blobs/sha256/<hex>``) and a docker-archive (``manifest.json`` and
-``repositories`` whose paths point into ``blobs/``), so that older Docker
-engines, skopeo and OCI tools can all read it.
+that is both an OCI image layout and a docker-archive. The layout part is
+``oci-layout``, ``index.json`` and ``blobs/sha256/<hex>``. The docker-archive
+part is ``manifest.json`` and ``repositories``, whose paths point into
+``blobs/``. Older Docker engines, skopeo and OCI tools can all read it.
 
 ``read()`` accepts that format, the legacy docker-archive written by Docker
 before 25 (``<id>/layer.tar``, ``<id>.json``, layers plain or compressed,
-duplicates stored as symlinks), and plain OCI image layouts, gzip-, bzip2- or
-xz-compressed or not. The tar is first unpacked into a private temporary
+duplicates stored as symlinks), and plain OCI image layouts, each of them
+plain or compressed with gzip, zstd, bzip2 or xz. The tar is first unpacked into a private temporary
 directory, because ``manifest.json`` and ``index.json`` usually come after the
 blobs they name and the input may be a pipe. Every blob then goes into the
 content store through a verifying write. When anything fails, the blobs added
@@ -129,7 +129,7 @@ class _ArchivePlan:
 
 
 def _plan_archive(images: Sequence[ArchiveImage], content: ContentStore) -> _ArchivePlan:
-    """Read every image's manifest and config and work out what the archive holds."""
+    """Read every image's manifest and config and work out the archive's contents."""
     blobs: dict[str, int] = {}
     index_entries: list[Descriptor] = []
     docker_manifest: list[dict[str, Any]] = []
@@ -186,17 +186,19 @@ def _plan_archive(images: Sequence[ArchiveImage], content: ContentStore) -> _Arc
     return _ArchivePlan(blobs, index, docker_manifest, repositories)
 
 
-def _read_stored(content: ContentStore, digest: str, what: str) -> bytes:
+def _read_stored(content: ContentStore, digest: str, description: str) -> bytes:
     try:
         return content.read(digest)
     except NotFound:
-        raise ArchiveError(f"cannot save: {what} is missing from the content store") from None
+        raise ArchiveError(f"cannot save: {description} is missing from the content store") from None
 
 
 def _add_blob(tar: tarfile.TarFile, digest: str, size: int, content: ContentStore) -> None:
     actual_size = content.path(digest).stat().st_size
     if actual_size != size:
-        raise ArchiveError(f"cannot save blob {digest}: its descriptor says {size} bytes, the store has {actual_size}")
+        raise ArchiveError(
+            f"cannot save blob {digest}: its descriptor gives {size} bytes but the stored blob has {actual_size}"
+        )
     info = _member_info(_blob_member(digest), size)
     with content.open(digest) as blob:
         tar.addfile(info, blob)
@@ -249,7 +251,7 @@ def read(
 ) -> list[LoadedImage]:
     """Load every image in an archive into ``content`` and describe each one.
 
-    ``platform`` picks the manifest when an index in the archive holds several
+    ``platform`` picks the manifest when an index in the archive contains several
     (default: this machine's). ``tmp_dir`` is where the archive is unpacked
     first (default: the system temporary directory); pass a directory on the
     same file system as the store to avoid filling a small /tmp. Raises
@@ -291,25 +293,33 @@ class _Tree:
             current = self.links[current]
         raise ArchiveError(f"too many levels of links resolving archive member {name!r}")
 
-    def require(self, name: str, what: str) -> Path:
+    def require(self, name: str, description: str) -> Path:
         path = self.find(name)
         if path is None:
-            raise ArchiveError(f"archive member {name!r} ({what}) is missing")
+            raise ArchiveError(f"archive member {name!r} ({description}) is missing")
         return path
 
-    def read_document(self, name: str, what: str) -> bytes:
-        path = self.require(name, what)
+    def read_document(self, name: str, description: str) -> bytes:
+        path = self.require(name, description)
         size = path.stat().st_size
         if size > MAX_DOCUMENT_SIZE:
-            raise ArchiveError(f"archive member {name!r} ({what}) is {size} bytes, more than the {MAX_DOCUMENT_SIZE} allowed")
+            raise ArchiveError(
+                f"archive member {name!r} ({description}) is {size} bytes, "
+                f"more than the {MAX_DOCUMENT_SIZE} allowed for a JSON document"
+            )
         return path.read_bytes()
 
 
 def _unpack(fileobj: BinaryIO, work: Path) -> _Tree:
     """Unpack the tar into ``work`` as numbered files, recording names and links; reject unsafe names."""
+    from dockyard.image import layer
+
     tree = _Tree()
     try:
-        with tarfile.open(fileobj=fileobj, mode="r|*") as tar:
+        # layer.decompressed() undoes gzip and zstd, and tarfile's "r|*" mode
+        # then undoes bzip2 and xz. Both read the input front to back only.
+        stream = layer.decompressed(fileobj, None)
+        with tarfile.open(fileobj=stream, mode="r|*") as tar:
             for number, member in enumerate(tar):
                 _unpack_member(tar, member, number, work, tree)
     except (tarfile.TarError, EOFError) as error:
@@ -376,15 +386,15 @@ class _Importer:
         self.content = content
         self.added: list[str] = []
 
-    def put_document(self, data: bytes, digest: str, what: str) -> None:
-        digests.verify(data, digest, what)
+    def put_document(self, data: bytes, digest: str, description: str) -> None:
+        digests.verify(data, digest, description)
         if self.content.has(digest):
             return
         self.content.put(data, digest)
         self.added.append(digest)
-        log.debug("stored %s as %s", what, digest)
+        log.debug("stored %s as %s", description, digest)
 
-    def put_file(self, path: Path, digest: str, size: int | None, what: str) -> None:
+    def put_file(self, path: Path, digest: str, size: int | None, description: str) -> None:
         if self.content.has(digest):
             return
         try:
@@ -395,9 +405,9 @@ class _Importer:
                     ingest.write(chunk)
                 ingest.commit()
         except DigestMismatch as error:
-            raise DigestMismatch(what, error.expected, error.actual) from None
+            raise DigestMismatch(description, error.expected, error.actual) from None
         self.added.append(digest)
-        log.debug("stored %s as %s", what, digest)
+        log.debug("stored %s as %s", description, digest)
 
     def roll_back(self) -> None:
         for digest in reversed(self.added):
@@ -441,13 +451,13 @@ def _load_tree(tree: _Tree, importer: _Importer, platform: Platform | None) -> l
 
 
 def _check_layout_file(tree: _Tree) -> None:
-    """Check ``oci-layout`` when present; Docker-made archives and layouts always have it."""
+    """Check the version in ``oci-layout``. The OCI spec requires the file, but a layout without it is accepted."""
+    import json
+
     if tree.find(OCI_LAYOUT_FILE) is None:
         return
     data = tree.read_document(OCI_LAYOUT_FILE, "OCI layout header")
     try:
-        import json
-
         version = json.loads(data).get("imageLayoutVersion")
     except (ValueError, AttributeError):
         version = None
@@ -460,7 +470,7 @@ def _load_oci_layout(tree: _Tree, importer: _Importer, platform: Platform | None
     by_digest: dict[str, LoadedImage] = {}
     for number, entry in enumerate(index.manifests):
         tags, ref_names = _names_from_annotations(entry.annotations, number)
-        manifest_entry = _resolve_entry(tree, importer, entry, platform)
+        manifest_entry = _resolve_entry(tree, entry, platform)
         image = by_digest.get(manifest_entry.digest)
         if image is None:
             image = _load_oci_image(tree, importer, manifest_entry)
@@ -472,7 +482,7 @@ def _load_oci_layout(tree: _Tree, importer: _Importer, platform: Platform | None
     return list(by_digest.values())
 
 
-def _resolve_entry(tree: _Tree, importer: _Importer, entry: Descriptor, platform: Platform | None) -> Descriptor:
+def _resolve_entry(tree: _Tree, entry: Descriptor, platform: Platform | None) -> Descriptor:
     """Follow nested indexes down to one manifest whose blob the archive holds."""
     seen: set[str] = set()
     while mediatypes.is_index(entry.media_type):
@@ -515,7 +525,8 @@ def _load_oci_image(tree: _Tree, importer: _Importer, entry: Descriptor) -> Load
                 continue
             raise ArchiveError(f"layer {layer.digest} of manifest {entry.digest} is missing from the archive")
         importer.put_file(path, layer.digest, layer.size, f"archive member {member}")
-    importer.put_document(config_data, image_manifest.config.digest, f"archive member {_blob_member(image_manifest.config.digest)}")
+    config_member = _blob_member(image_manifest.config.digest)
+    importer.put_document(config_data, image_manifest.config.digest, f"archive member {config_member}")
     importer.put_document(manifest_data, entry.digest, f"archive member {_blob_member(entry.digest)}")
     return LoadedImage(
         manifest=image_manifest,
@@ -525,13 +536,15 @@ def _load_oci_image(tree: _Tree, importer: _Importer, entry: Descriptor) -> Load
     )
 
 
-def _read_blob_document(tree: _Tree, descriptor: Descriptor, what: str) -> bytes:
+def _read_blob_document(tree: _Tree, descriptor: Descriptor, description: str) -> bytes:
     """Read a JSON blob named by ``descriptor`` and check its digest and size."""
     member = _blob_member(descriptor.digest)
-    data = tree.read_document(member, what)
+    data = tree.read_document(member, description)
     digests.verify(data, descriptor.digest, f"archive member {member}")
     if len(data) != descriptor.size:
-        raise ArchiveError(f"archive member {member} ({what}) is {len(data)} bytes, its descriptor says {descriptor.size}")
+        raise ArchiveError(
+            f"archive member {member} ({description}) is {len(data)} bytes, but its descriptor gives {descriptor.size}"
+        )
     return data
 
 

@@ -7,11 +7,12 @@ hex of the algorithm's exact length, as go-digest checks it.
 
 from __future__ import annotations
 
-import hashlib
-
 from dockyard.errors import DigestMismatch, InvalidArgument
 
 SHA256 = "sha256"
+
+# hashlib is imported inside the functions that hash, because reference.py
+# imports this module on every command and only needs problem().
 
 # Hex length of each registered algorithm's encoded value.
 HEX_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
@@ -21,6 +22,8 @@ _HEX_CHARS = frozenset("0123456789abcdef")
 
 def sha256_hex(data: bytes) -> str:
     """Return the lowercase hex SHA-256 of ``data``."""
+    import hashlib
+
     return hashlib.sha256(data).hexdigest()
 
 
@@ -45,7 +48,7 @@ def problem(text: str) -> str | None:
 
 
 def validate(text: str) -> str:
-    """Return ``text`` unchanged if it is a valid digest; raise InvalidArgument otherwise."""
+    """Return ``text`` unchanged if it is a valid digest, else raise InvalidArgument."""
     reason = problem(text)
     if reason is not None:
         raise InvalidArgument(f'invalid digest "{text}": {reason}')
@@ -57,16 +60,12 @@ def hex_part(digest: str) -> str:
     return validate(digest).partition(":")[2]
 
 
-def hasher(digest: str) -> "hashlib._Hash":
-    """Return a new hash object for the algorithm that ``digest`` names."""
-    algorithm = validate(digest).partition(":")[0]
-    return hashlib.new(algorithm)
+def verify(data: bytes, expected: str, name: str) -> None:
+    """Raise DigestMismatch unless ``data`` hashes to ``expected``; ``name`` identifies the data in the message."""
+    import hashlib
 
-
-def verify(data: bytes, expected: str, what: str) -> None:
-    """Raise DigestMismatch, naming ``what``, unless ``data`` hashes to ``expected``."""
-    hash_object = hasher(expected)
-    hash_object.update(data)
+    algorithm = validate(expected).partition(":")[0]
+    hash_object = hashlib.new(algorithm, data)
     actual = f"{hash_object.name}:{hash_object.hexdigest()}"
     if actual != expected:
-        raise DigestMismatch(what, expected, actual)
+        raise DigestMismatch(name, expected, actual)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import logging
 import os
 import shutil
@@ -31,7 +32,7 @@ import tarfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO, Any, BinaryIO
 
 from dockyard.errors import DockyardError, ImageError, StoreError, UnsafeLayer
 
@@ -69,51 +70,152 @@ class LayerResult:
 # Decompression --------------------------------------------------------------
 
 
-class _Prefixed:
-    """A reader that returns ``head`` and then the rest of ``raw``."""
+class _Prefixed(io.RawIOBase):
+    """A raw reader that returns ``head`` and then the rest of ``raw``."""
 
     def __init__(self, head: bytes, raw: IO[bytes]) -> None:
+        super().__init__()
         self._head = head
         self._raw = raw
-
-    def read(self, size: int = -1) -> bytes:
-        if not self._head:
-            return self._raw.read(size)
-        if size is None or size < 0:
-            data, self._head = self._head + self._raw.read(), b""
-            return data
-        data, self._head = self._head[:size], self._head[size:]
-        if len(data) < size:
-            data += self._raw.read(size - len(data))
-        return data
 
     def readable(self) -> bool:
         return True
 
+    def readinto(self, buffer: Any) -> int:
+        size = len(buffer)
+        if self._head:
+            data, self._head = self._head[:size], self._head[size:]
+        else:
+            data = self._raw.read(size)
+        buffer[: len(data)] = data
+        return len(data)
+
     def close(self) -> None:
         self._raw.close()
+        super().close()
 
 
-class _ZstdStream:
-    """A zstd decompressing reader that raises ImageError on corrupt input."""
+class _ZstdFrames:
+    """Follow zstd frame boundaries in the compressed bytes, to detect a truncated stream.
+
+    python-zstandard's stream reader (0.25) returns end of file on a truncated
+    frame without an error, so the frame and block headers (RFC 8878) are
+    parsed here as the bytes go by.
+    """
+
+    _ZSTD_MAGIC = 0xFD2FB528
+    _SKIPPABLE_MIN, _SKIPPABLE_MAX = 0x184D2A50, 0x184D2A5F
+
+    def __init__(self) -> None:
+        self._state = "magic"
+        self._need = 4  # bytes of the header being parsed
+        self._buffer = b""
+        self._skip = 0  # bytes of block content, skippable frame or checksum still to pass
+        self._checksum = False
+
+    def feed(self, data: bytes) -> None:
+        position = 0
+        while position < len(data):
+            if self._skip:
+                passed = min(self._skip, len(data) - position)
+                self._skip -= passed
+                position += passed
+                continue
+            take = min(self._need - len(self._buffer), len(data) - position)
+            self._buffer += data[position : position + take]
+            position += take
+            if len(self._buffer) == self._need:
+                header, self._buffer = self._buffer, b""
+                self._advance(header)
+
+    def _advance(self, header: bytes) -> None:
+        value = int.from_bytes(header, "little")
+        if self._state == "magic":
+            if value == self._ZSTD_MAGIC:
+                self._state, self._need = "descriptor", 1
+            elif self._SKIPPABLE_MIN <= value <= self._SKIPPABLE_MAX:
+                self._state, self._need = "skippable-size", 4
+            else:
+                raise ImageError(f"invalid zstd layer stream: unknown frame magic 0x{value:08x}")
+        elif self._state == "skippable-size":
+            self._skip = value
+            self._state, self._need = "magic", 4
+        elif self._state == "descriptor":
+            single_segment = bool(value & 0x20)
+            self._checksum = bool(value & 0x04)
+            content_size_bytes = (1 if single_segment else 0, 2, 4, 8)[value >> 6]
+            dictionary_bytes = (0, 1, 2, 4)[value & 0x03]
+            rest = (0 if single_segment else 1) + dictionary_bytes + content_size_bytes
+            if rest:
+                self._state, self._need = "header", rest
+            else:
+                self._state, self._need = "block", 3
+        elif self._state == "header":
+            self._state, self._need = "block", 3
+        else:  # a block header
+            last = value & 1
+            block_type = (value >> 1) & 3
+            if block_type == 3:
+                raise ImageError("invalid zstd layer stream: reserved block type")
+            self._skip = 1 if block_type == 1 else value >> 3
+            if last:
+                self._skip += 4 if self._checksum else 0
+                self._state, self._need = "magic", 4
+
+    @property
+    def complete(self) -> bool:
+        """True when the bytes so far end exactly after a frame."""
+        return self._state == "magic" and not self._buffer and not self._skip
+
+
+class _FrameTracking:
+    """A reader that shows every chunk it returns to a ``_ZstdFrames``."""
+
+    def __init__(self, raw: IO[bytes], frames: _ZstdFrames) -> None:
+        self._raw = raw
+        self._frames = frames
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        self._frames.feed(data)
+        return data
+
+
+class _ZstdStream(io.RawIOBase):
+    """A raw zstd decompressing reader that raises ImageError on corrupt or truncated input."""
 
     def __init__(self, raw: IO[bytes]) -> None:
         import zstandard
 
+        super().__init__()
         self._error = zstandard.ZstdError
-        self._reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=True)
-
-    def read(self, size: int = -1) -> bytes:
-        try:
-            return self._reader.read(size)
-        except self._error as e:
-            raise ImageError(f"invalid zstd layer stream: {e}") from e
+        self._raw = raw
+        self._frames = _ZstdFrames()
+        self._reader = zstandard.ZstdDecompressor().stream_reader(
+            _FrameTracking(raw, self._frames), read_across_frames=True
+        )
 
     def readable(self) -> bool:
         return True
 
+    def readinto(self, buffer: Any) -> int:
+        try:
+            count = self._reader.readinto(buffer)
+        except self._error as e:
+            raise ImageError(f"invalid zstd layer stream: {e}") from e
+        if count == 0 and len(buffer) and not self._frames.complete:
+            raise ImageError("invalid zstd layer stream: it ends inside a frame (truncated)")
+        return count
+
     def close(self) -> None:
         self._reader.close()
+        self._raw.close()
+        super().close()
+
+
+def _is_skippable_frame(head: bytes) -> bool:
+    """Tell whether ``head`` starts a zstd skippable frame (magic 0x184D2A50 to 0x184D2A5F)."""
+    return len(head) == 4 and head[0] & 0xF0 == 0x50 and head[1:] == b"\x2a\x4d\x18"
 
 
 def decompressed(fileobj: BinaryIO, media_type: str | None) -> BinaryIO:
@@ -135,21 +237,21 @@ def decompressed(fileobj: BinaryIO, media_type: str | None) -> BinaryIO:
         head += chunk
     if head.startswith(GZIP_MAGIC):
         sniffed: str | None = "gzip"
-    elif head.startswith(ZSTD_MAGIC):
+    elif head.startswith(ZSTD_MAGIC) or _is_skippable_frame(head):
         sniffed = "zstd"
     else:
         sniffed = None
     if media_type is not None and declared != sniffed:
         log.debug("layer of media type %s starts with %s data, unpacking it as such", media_type, sniffed or "tar")
 
-    stream = _Prefixed(head, fileobj)
+    stream = io.BufferedReader(_Prefixed(head, fileobj), _CHUNK)
     if sniffed == "gzip":
         import gzip
 
-        return gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[arg-type]
+        return gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[return-value]
     if sniffed == "zstd":
-        return _ZstdStream(stream)  # type: ignore[arg-type, return-value]
-    return stream  # type: ignore[return-value]
+        return io.BufferedReader(_ZstdStream(stream), _CHUNK)
+    return stream
 
 
 def chain_ids(diff_ids: Sequence[str]) -> list[str]:
@@ -458,7 +560,7 @@ class _Unpacker:
         if info.issym():
             os.chown(name, uid, gid, dir_fd=parent_fd, follow_symlinks=False)
             for key, value in xattrs.items():
-                os.setxattr(f"{_proc_path(parent_fd)}/{name}", key, value, follow_symlinks=False)
+                self.set_xattr(f"{_proc_path(parent_fd)}/{name}", key, value, follow_symlinks=False)
             os.utime(name, ns=(mtime_ns, mtime_ns), dir_fd=parent_fd, follow_symlinks=False)
             return
         fd = os.open(name, _PATH_FLAGS, dir_fd=parent_fd)
@@ -471,14 +573,22 @@ class _Unpacker:
         finally:
             os.close(fd)
 
-    @staticmethod
-    def set_inode_metadata(fd: int, uid: int, gid: int, mode: int, xattrs: dict[str, bytes]) -> None:
+    def set_inode_metadata(self, fd: int, uid: int, gid: int, mode: int, xattrs: dict[str, bytes]) -> None:
         proc = _proc_path(fd)
         # chown clears setuid, setgid and security.capability, so it goes first.
         os.chown(proc, uid, gid)
         os.chmod(proc, mode)
         for key, value in xattrs.items():
-            os.setxattr(proc, key, value)
+            self.set_xattr(proc, key, value)
+
+    def set_xattr(self, path: str, key: str, value: bytes, follow_symlinks: bool = True) -> None:
+        """Set one xattr from the layer, skipping it with a warning where the filesystem has no support for it."""
+        try:
+            os.setxattr(path, key, value, follow_symlinks=follow_symlinks)
+        except OSError as e:
+            if e.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise
+            log.warning("layer %s: skipped xattr %s of member %r: %s", self.layer, key, self.member, e.strerror)
 
     def set_dir_times(self) -> None:
         for comps in sorted(self.dir_times, key=len, reverse=True):
@@ -639,19 +749,19 @@ class _Unpacker:
                 os.close(source_fd)
 
     def check_link_source(self, target: tuple[str, ...], st: os.stat_result, read_link: Callable[[], str]) -> None:
-        shown = "/".join(target)
+        link_path = "/".join(target)
         if stat.S_ISDIR(st.st_mode):
-            raise self.invalid(f"a hard link to the directory {shown!r}")
+            raise self.invalid(f"a hard link to the directory {link_path!r}")
         if stat.S_ISLNK(st.st_mode) and _escapes(target[:-1], read_link()):
-            raise self.unsafe(f"a hard link to the symlink {shown!r}, which points out of the layer root")
+            raise self.unsafe(f"a hard link to the symlink {link_path!r}, which points out of the layer root")
 
     def copy_up(self, target: tuple[str, ...]) -> int:
         """Copy the lower layers' file at ``target`` into this snapshot; return an fd of its directory."""
         # This snapshot goes first, because its whiteouts and opaque directories hide lower files.
         found = _find([self.target, *self.lowers], target)
-        shown = "/".join(target)
+        link_path = "/".join(target)
         if found is None or found.is_relative_to(self.target):
-            raise self.invalid(f"the hard link target {shown!r} is neither in this layer nor below it")
+            raise self.invalid(f"the hard link target {link_path!r} is neither in this layer nor below it")
         st = os.lstat(found)
         self.check_link_source(target, st, lambda: os.readlink(found))
 
@@ -673,7 +783,7 @@ class _Unpacker:
                 os.symlink(os.readlink(found), name, dir_fd=parent_fd)
                 os.chown(name, st.st_uid, st.st_gid, dir_fd=parent_fd, follow_symlinks=False)
                 os.utime(name, ns=(st.st_mtime_ns, st.st_mtime_ns), dir_fd=parent_fd, follow_symlinks=False)
-                log.debug("layer %s: copied up symlink %s from %s", self.layer, shown, found)
+                log.debug("layer %s: copied up symlink %s from %s", self.layer, link_path, found)
                 return parent_fd
             else:
                 os.mknod(name, st.st_mode, st.st_rdev, dir_fd=parent_fd)
@@ -690,7 +800,7 @@ class _Unpacker:
         except BaseException:
             os.close(parent_fd)
             raise
-        log.debug("layer %s: copied up %s from %s for a hard link", self.layer, shown, found)
+        log.debug("layer %s: copied up %s from %s for a hard link", self.layer, link_path, found)
         return parent_fd
 
 
@@ -755,7 +865,10 @@ def apply(tar_stream: BinaryIO, target: Path, layer: str, lowers: Sequence[Path]
         os.close(root_fd)
         _remove_tree(target)
         if isinstance(e, DockyardError):
-            raise
+            if layer in str(e):
+                raise
+            # Raised by the decompressing reader, which has no layer digest to name.
+            raise ImageError(f"layer {layer}: {e}") from e
         if isinstance(e, (tarfile.TarError, EOFError, ValueError)) or _is_decompression_error(e):
             raise ImageError(f"layer {layer}: invalid tar stream at member {unpacker.member!r}: {e}") from e
         if isinstance(e, OSError):

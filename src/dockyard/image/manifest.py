@@ -15,7 +15,7 @@ from dockyard.image import digest as digests
 from dockyard.image import mediatypes
 from dockyard.image.platform import Platform, from_dict as platform_from_dict, host
 
-# Content types that say only "some JSON" or "some bytes". Registries and file
+# Content types that mean only "some JSON" or "some bytes". Registries and file
 # servers send them for manifests, so they do not contradict the document's
 # own mediaType.
 GENERIC_CONTENT_TYPES = frozenset({"application/json", "application/octet-stream", "text/plain"})
@@ -110,14 +110,14 @@ class Index:
         as containerd does. Raises NoMatchingPlatform listing the platforms
         the index offers.
         """
-        wanted = platform if platform is not None else host()
+        requested = platform if platform is not None else host()
         runnable = [
             entry
             for entry in self.manifests
             if (mediatypes.is_manifest(entry.media_type) or mediatypes.is_index(entry.media_type))
             and not _is_attestation(entry)
         ]
-        for candidate in wanted.compatible():
+        for candidate in requested.compatible():
             for entry in runnable:
                 if entry.platform is not None and entry.platform.matches(candidate):
                     return entry
@@ -126,7 +126,7 @@ class Index:
                 return entry
         available = ", ".join(sorted({str(found) for found in self.platforms()})) or "none"
         raise NoMatchingPlatform(
-            f"no matching manifest for {wanted} in the image index; available platforms: {available}"
+            f"no matching manifest for {requested} in the image index; available platforms: {available}"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -297,8 +297,7 @@ def descriptor_from_dict(data: object, where: str) -> Descriptor:
     media_type = data.get("mediaType")
     if not isinstance(media_type, str) or not media_type:
         raise InvalidManifest(f"{where}: descriptor mediaType must be a non-empty string, got {media_type!r}")
-    digest = data.get("digest")
-    _check_digest(digest, where)
+    digest = _check_digest(data.get("digest"), where)
     size = data.get("size")
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise InvalidManifest(f"{where}: descriptor size must be a non-negative integer, got {size!r}")
@@ -321,7 +320,7 @@ def descriptor_from_dict(data: object, where: str) -> Descriptor:
 
 
 def _guess_media_type(document: dict[str, Any]) -> str:
-    """Tell an OCI manifest from an OCI index by its fields, when neither header nor mediaType says."""
+    """Tell an OCI manifest from an OCI index by its fields, when neither header nor mediaType gives the type."""
     has_manifests = "manifests" in document
     has_manifest_fields = "config" in document or "layers" in document
     if has_manifests and not has_manifest_fields:
@@ -382,15 +381,18 @@ def _history_entry(item: object) -> HistoryEntry:
 
 
 def _is_attestation(entry: Descriptor) -> bool:
-    return bool(entry.annotations) and entry.annotations.get(REFERENCE_TYPE_ANNOTATION) == ATTESTATION_MANIFEST
+    if not entry.annotations:
+        return False
+    return entry.annotations.get(REFERENCE_TYPE_ANNOTATION) == ATTESTATION_MANIFEST
 
 
-def _check_digest(value: object, where: str) -> None:
+def _check_digest(value: object, where: str) -> str:
     if not isinstance(value, str):
         raise InvalidManifest(f"{where}: digest must be a string, got {value!r}")
     reason = digests.problem(value)
     if reason is not None:
         raise InvalidManifest(f"{where}: invalid digest {value!r}: {reason}")
+    return value
 
 
 def _annotations(value: object, where: str) -> dict[str, str] | None:
@@ -412,15 +414,15 @@ def _optional_string(document: dict[str, Any], key: str, where: str) -> str | No
     return value or None
 
 
-def _load_object(data: bytes, what: str) -> dict[str, Any]:
+def _load_object(data: bytes, kind: str) -> dict[str, Any]:
     import json
 
     try:
         document = json.loads(data)
     except (ValueError, UnicodeDecodeError) as error:
-        raise InvalidManifest(f"{what} is not valid JSON: {error}") from None
+        raise InvalidManifest(f"{kind} is not valid JSON: {error}") from None
     if not isinstance(document, dict):
-        raise InvalidManifest(f"{what} must be a JSON object, got {type(document).__name__}")
+        raise InvalidManifest(f"{kind} must be a JSON object, got {type(document).__name__}")
     return document
 
 

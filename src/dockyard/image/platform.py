@@ -52,8 +52,8 @@ _MACHINE_ALIASES: dict[str, tuple[str, str | None]] = {
     "loong64": ("loong64", None),
 }
 
-# Lower variants that a machine of a given (architecture, variant) also runs,
-# best first; used to pick a fallback when an index has no exact match.
+# Variants that a machine of a given (architecture, variant) runs, best first.
+# Index.select() falls back to them when an index has no exact match.
 _COMPATIBLE_VARIANTS: dict[tuple[str, str | None], tuple[str | None, ...]] = {
     ("arm", "v8"): ("v8", "v7", "v6", "v5"),
     ("arm", "v7"): ("v7", "v6", "v5"),
@@ -89,7 +89,7 @@ class Platform:
         return Platform(os_name, architecture, variant, self.os_version)
 
     def matches(self, other: Platform) -> bool:
-        """Tell whether both name the same platform after normalisation; ``os_version`` is ignored."""
+        """Tell whether both are the same platform after normalisation, ignoring ``os_version``."""
         mine = self.normalized()
         theirs = other.normalized()
         return (mine.os, mine.architecture, mine.variant) == (theirs.os, theirs.architecture, theirs.variant)
@@ -152,7 +152,7 @@ def from_machine(machine: str, os_name: str = "linux") -> Platform:
 
 
 def parse(text: str) -> Platform:
-    """Parse ``os/architecture[/variant]``; a bare OS name means that OS on this machine's architecture.
+    """Parse ``os/architecture[/variant]``. A bare OS name means that OS on this machine's architecture.
 
     Raises InvalidArgument naming the text.
     """
@@ -177,7 +177,7 @@ def parse(text: str) -> Platform:
 
 
 def from_dict(data: object, where: str) -> Platform:
-    """Build a Platform from an OCI ``platform`` object; ``where`` names the document for errors.
+    """Build a Platform from an OCI ``platform`` object. ``where`` names the document in error messages.
 
     Raises InvalidManifest when ``os`` or ``architecture`` is missing or not a string.
     """

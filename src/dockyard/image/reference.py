@@ -11,11 +11,13 @@ Grammar (names are those of ``distribution/reference``)::
     separator       := "." | "_" | "__" | "-"+
     tag             := [A-Za-z0-9_] [A-Za-z0-9_.-]{0,127}
 
-Normalisation follows Docker's familiar names: the first ``/``-separated
-component is a domain only if it contains ``.`` or ``:`` or is ``localhost``,
-otherwise the domain is ``docker.io``; ``index.docker.io`` becomes
-``docker.io``; a one-component path on ``docker.io`` gets the ``library/``
-prefix; and a reference with neither tag nor digest gets the tag ``latest``.
+Normalisation follows Docker's rules for familiar names:
+
+- The first ``/``-separated component is a domain only if it contains ``.``
+  or ``:`` or is ``localhost``. Otherwise the domain is ``docker.io``.
+- ``index.docker.io`` becomes ``docker.io``.
+- A one-component path on ``docker.io`` gets the ``library/`` prefix.
+- A reference with neither tag nor digest gets the tag ``latest``.
 
 This module is imported by every command, so it imports only ``re``.
 """
@@ -38,19 +40,23 @@ LOCALHOST = "localhost"
 # distribution/reference v0.5 (later versions count the path only).
 NAME_MAX_LENGTH = 255
 
+# Patterns are kept as strings and matched with _matches(), so that they are
+# compiled (and cached by the re module) on first use, not on every import.
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_DOMAIN_RE = re.compile(
-    rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?",
-    re.ASCII,
-)
+_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_PATH_RE = re.compile(rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*", re.ASCII)
-_TAG_RE = re.compile(r"\w[\w.-]{0,127}", re.ASCII)
-# The digest syntax that references allow; digests.problem() then checks the
+_PATH = rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+_TAG = r"\w[\w.-]{0,127}"
+# The digest syntax that references allow. digests.problem() also checks the
 # algorithm and the length, as go-digest does.
-_DIGEST_RE = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}", re.ASCII)
-_FULL_ID_RE = re.compile(r"[a-f0-9]{64}", re.ASCII)
-_IMAGE_ID_RE = re.compile(r"(?:sha256:)?[a-f0-9]{1,64}", re.ASCII)
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+_FULL_ID = r"[a-f0-9]{64}"
+_IMAGE_ID = r"(?:sha256:)?[a-f0-9]{1,64}"
+
+
+def _matches(pattern: str, text: str) -> bool:
+    # re.ASCII keeps \w to [A-Za-z0-9_], as in Go's regexp.
+    return re.fullmatch(pattern, text, re.ASCII) is not None
 
 
 @dataclass(frozen=True)
@@ -107,13 +113,13 @@ class Reference:
         return text
 
     def with_tag(self, tag: str) -> Reference:
-        """Return this reference with ``tag``, keeping any digest; raise InvalidReference for a bad tag."""
-        if not _TAG_RE.fullmatch(tag):
+        """Return this reference with ``tag``, keeping any digest. Raises InvalidReference for an invalid tag."""
+        if not _matches(_TAG, tag):
             raise InvalidReference(f"{self.repository}:{tag}", f"invalid tag {tag!r}")
         return replace(self, tag=tag)
 
     def with_digest(self, digest: str) -> Reference:
-        """Return this reference with ``digest``, keeping any tag; raise InvalidReference for a bad digest."""
+        """Return this reference with ``digest``, keeping any tag. Raises InvalidReference for an invalid digest."""
         reason = digests.problem(digest)
         if reason is not None:
             raise InvalidReference(f"{self.repository}@{digest}", reason)
@@ -151,13 +157,13 @@ def looks_like_image_id(text: str) -> bool:
     before parse(): ``sha256:<hex>`` also parses as the repository ``sha256``
     with a 64-character tag.
     """
-    return _IMAGE_ID_RE.fullmatch(text) is not None
+    return _matches(_IMAGE_ID, text)
 
 
 def _parse(text: str) -> Reference:
     if not text:
         raise InvalidReference(text, "repository name must have at least one component")
-    if _FULL_ID_RE.fullmatch(text):
+    if _matches(_FULL_ID, text):
         raise InvalidReference(text, "a repository name cannot be a 64-character hexadecimal string")
 
     domain, remainder = _split_domain(text)
@@ -166,9 +172,9 @@ def _parse(text: str) -> Reference:
 
     if path.lower() != path:
         raise InvalidReference(text, f"repository name {path!r} must be lowercase")
-    if not _DOMAIN_RE.fullmatch(domain):
+    if not _matches(_DOMAIN, domain):
         raise InvalidReference(text, f"invalid registry domain {domain!r}")
-    if not _PATH_RE.fullmatch(path):
+    if not _matches(_PATH, path):
         raise InvalidReference(
             text,
             f"invalid repository name {path!r}: use lowercase letters and digits, "
@@ -176,13 +182,13 @@ def _parse(text: str) -> Reference:
         )
     if len(domain) + 1 + len(path) > NAME_MAX_LENGTH:
         raise InvalidReference(text, f"repository name must not be more than {NAME_MAX_LENGTH} characters")
-    if colon and not _TAG_RE.fullmatch(tag):
+    if colon and not _matches(_TAG, tag):
         raise InvalidReference(
             text, f"invalid tag {tag!r}: use up to 128 letters, digits, '_', '.' and '-', not starting with '.' or '-'"
         )
     if at:
         reason = digests.problem(digest)
-        if reason is None and not _DIGEST_RE.fullmatch(digest):
+        if reason is None and not _matches(_DIGEST, digest):
             reason = f"invalid digest {digest!r}"
         if reason is not None:
             raise InvalidReference(text, f"invalid digest: {reason}")

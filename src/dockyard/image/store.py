@@ -144,7 +144,7 @@ class Ingest:
         self._store = store
         self._hasher = hashlib.sha256()
         self._committed = False
-        # A private file (not resumable) when another writer holds the shared one.
+        # True when writing to a private file (not resumable) because another writer has locked the shared one.
         self._private = False
         self._path, self._fd = self._open_partial()
         try:
@@ -164,9 +164,9 @@ class Ingest:
             except BlockingIOError:
                 os.close(fd)
                 return self._open_private()
-            # The holder before us may have renamed or removed this file between
-            # our open and our lock; then the lock guards an inode that is no
-            # longer the partial file (it may even be the finished blob).
+            # The previous lock owner may have renamed or removed this file between
+            # our open and our lock. Then the lock guards an inode that is no longer
+            # the partial file, and may even be the finished blob, so open it again.
             try:
                 same = os.stat(shared, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:

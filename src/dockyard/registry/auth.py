@@ -1,6 +1,6 @@
 """Registry authentication: anonymous, Basic, and Bearer tokens from a token server.
 
-A registry that wants credentials answers 401 with ``WWW-Authenticate``. For ``Basic`` the
+A registry that requires credentials responds 401 with ``WWW-Authenticate``. For ``Basic`` the
 client sends the user's credentials on every request. For ``Bearer`` it asks the token
 server named by ``realm`` for a token covering ``service`` and one or more scopes
 (``repository:NAME:pull`` or ``repository:NAME:pull,push``), sending Basic credentials
@@ -26,7 +26,7 @@ from dockyard.errors import RegistryError, Unauthorized
 
 log = logging.getLogger(__name__)
 
-# The lifetime of a token whose response gives no expires_in, as the token specification says.
+# The lifetime of a token whose response has no expires_in, as the token specification defines it.
 DEFAULT_TOKEN_LIFETIME = 60.0
 # A user name that marks the secret as an identity (OAuth2 refresh) token, as Docker's credential helpers do.
 IDENTITY_TOKEN_USER = "<token>"
@@ -67,10 +67,10 @@ def _is_token_char(char: str) -> bool:
 def parse_www_authenticate(headers: str | Iterable[str]) -> list[Challenge]:
     """Parse one or more ``WWW-Authenticate`` values into challenges, in order.
 
-    Follows RFC 9110 section 11.6.1: a value may hold several challenges separated by
-    commas, parameter values may be quoted strings with backslash escapes and commas
-    inside, and a scheme may carry a token68 instead of parameters (kept under the key
-    ``""``). Malformed parts are skipped rather than raised, because a registry's header
+    The syntax is RFC 9110 section 11.6.1. A value may contain several challenges
+    separated by commas. Parameter values may be quoted strings with backslash escapes
+    and commas inside. A scheme may carry a token68 instead of parameters, which is kept
+    under the key ``""``. Malformed parts are skipped rather than raised, because a registry's header
     is not the user's input and the caller decides what to do without a usable challenge.
     """
     values = [headers] if isinstance(headers, str) else list(headers)
@@ -172,6 +172,31 @@ def push_scopes(path: str, mount_from: str | None = None) -> tuple[str, ...]:
     return tuple(scopes)
 
 
+def merge_scopes(scopes: Sequence[str], extra: Iterable[str]) -> list[str]:
+    """Add ``extra`` scopes to ``scopes``, merging the actions of scopes for the same resource.
+
+    Registries list actions in any order (distribution 2.8 sends ``push,pull`` or
+    ``pull,push`` at random), so ``repository:a:push,pull`` adds nothing to
+    ``repository:a:pull,push``.
+    """
+    merged: list[str] = []
+    actions_by_resource: dict[str, list[str]] = {}
+    for scope in [*scopes, *extra]:
+        if not scope:
+            continue
+        resource, colon, actions = scope.rpartition(":")
+        if not colon or not resource:
+            if scope not in merged:
+                merged.append(scope)
+            continue
+        known = actions_by_resource.get(resource)
+        if known is None:
+            actions_by_resource[resource] = known = []
+            merged.append(resource)
+        known.extend(a for a in actions.split(",") if a and a not in known)
+    return [f"{item}:{','.join(actions_by_resource[item])}" if item in actions_by_resource else item for item in merged]
+
+
 def basic_authorization(user: str, secret: str) -> str:
     """Return the value of an ``Authorization: Basic`` header."""
     return "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode("ascii")
@@ -188,7 +213,7 @@ class TokenRequest:
 
 
 def build_token_request(challenge: Challenge, scopes: Sequence[str], login: Login | None) -> TokenRequest:
-    """Build the request for a Bearer token answering ``challenge``.
+    """Build the request for a Bearer token that satisfies ``challenge``.
 
     A user and password go as Basic credentials on a GET; an identity token goes as an
     OAuth2 ``refresh_token`` grant in a POST form. Several scopes become several
@@ -246,7 +271,7 @@ def unauthorized_message(registry: str, repository: str | None, detail: str) -> 
     return f"access to {target} was denied: {detail}. Run `dockyard login {registry}` if it needs credentials"
 
 
-# fetch(request) -> (HTTP status, body). It raises RegistryUnreachable when the server does not answer.
+# fetch(request) -> (HTTP status, body). It raises RegistryUnreachable when the server is unreachable.
 TokenFetcher = Callable[[TokenRequest], tuple[int, bytes]]
 # lookup(server) -> credentials for that server, or None.
 LoginLookup = Callable[[str], "Login | None"]
@@ -317,11 +342,8 @@ class Authenticator:
                 raise Unauthorized(unauthorized_message(server, repository, "the registry requires credentials"))
             return basic_authorization(login.user, login.secret)
 
-        # The registry may name the scope it wants (with error="insufficient_scope"); ask for it too.
-        wanted = list(scopes)
-        extra = challenge.params.get("scope")
-        if extra:
-            wanted.extend(s for s in extra.split(" ") if s and s not in wanted)
+        # The registry may name the scopes it requires (with error="insufficient_scope"), so request them too.
+        wanted = merge_scopes(scopes, (challenge.params.get("scope") or "").split(" "))
         key = (
             challenge.params.get("realm"),
             challenge.params.get("service"),
@@ -343,7 +365,7 @@ class Authenticator:
             raise Unauthorized(unauthorized_message(server, repository, detail))
         if status != 200:
             raise RegistryError(
-                f"token server {challenge.params.get('realm')} for {server} answered HTTP {status}: "
+                f"token request to {challenge.params.get('realm')} for {server} failed with HTTP {status}: "
                 f"{error_detail(body) or 'no detail'}"
             )
         token = parse_token_response(body, now)

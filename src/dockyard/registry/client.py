@@ -1,7 +1,7 @@
 """A client for the OCI distribution API (``/v2/``), as registries and mirrors serve it.
 
 One ``RegistryClient`` keeps a connection pool per endpoint and a token cache for its
-lifetime; it is safe to share between the threads of a parallel pull. Pulls try the
+lifetime. It is safe to share between the threads of a parallel pull. Pulls try the
 configured mirrors, then the registry itself (see ``endpoints``); a mirror that fails
 or lacks the content is skipped with a warning. Authentication follows ``auth``.
 
@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Sequence, TypeVar
 
 from dockyard.errors import (
     DigestMismatch,
@@ -50,6 +50,8 @@ if TYPE_CHECKING:
     from dockyard.registry.credentials import Credentials
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # Larger manifests are rejected before they are read whole, as containerd does (4 MiB).
 MAX_MANIFEST_SIZE = 4 << 20
@@ -108,7 +110,7 @@ class RegistryClient:
         self._auth = auth.Authenticator(self._lookup_login, self._fetch_token)
         # Endpoints that refused a connection: later pulls skip them, except the last resort.
         self._down: set[str] = set()
-        # Upload sessions that a failed mount opened (registry answered 202), by endpoint, name and digest.
+        # Upload sessions that a failed mount opened (the registry responded 202), by endpoint, name and digest.
         self._pending_uploads: dict[tuple[str, str, str], str] = {}
 
     # -- public API ----------------------------------------------------------------
@@ -262,7 +264,7 @@ class RegistryClient:
         return self._try_push_endpoints(ref.domain, put)
 
     def ping(self, domain: str) -> None:
-        """Check that the registry answers ``/v2/`` and accepts the credentials configured for it."""
+        """Check that the registry responds to ``/v2/`` and accepts the credentials configured for it."""
 
         def check(endpoint: Endpoint) -> None:
             response = self._send(endpoint, "GET", "/v2/", (), None)
@@ -282,8 +284,8 @@ class RegistryClient:
 
     # -- endpoints -----------------------------------------------------------------
 
-    def _try_pull_endpoints(self, domain: str, what: str, operation: Callable[[Endpoint], Any],
-                            resumable: bool = False) -> Any:
+    def _try_pull_endpoints(self, domain: str, what: str, operation: Callable[[Endpoint], T],
+                            resumable: bool = False) -> T:
         """Run ``operation`` on each pull endpoint in turn until one succeeds.
 
         A failure on any endpoint but the last is logged as a warning and the next one is
@@ -308,8 +310,8 @@ class RegistryClient:
                 log.warning("%s: %s failed (%s); trying %s", what, endpoint, error, candidates[index + 1])
         raise AssertionError("unreachable: the last endpoint returns or raises")
 
-    def _try_push_endpoints(self, domain: str, operation: Callable[[Endpoint], Any]) -> Any:
-        """Run ``operation`` on the registry's endpoints, moving on only when one does not answer."""
+    def _try_push_endpoints(self, domain: str, operation: Callable[[Endpoint], T]) -> T:
+        """Run ``operation`` on the registry's endpoints, moving on only when one is unreachable."""
         endpoints = push_endpoints(self.config, domain)
         for index, endpoint in enumerate(endpoints):
             try:
@@ -417,7 +419,7 @@ class RegistryClient:
             if retry and response.status in RETRYABLE_STATUSES and failures + 1 < self.retry.attempts:
                 failures += 1
                 delay = self.retry.delay(failures, parse_retry_after(response.headers.get("Retry-After")))
-                log.warning("%s %s answered HTTP %d; retrying in %.1f s", method, endpoint, response.status, delay)
+                log.warning("%s %s returned HTTP %d; retrying in %.1f s", method, endpoint, response.status, delay)
                 release(response)
                 self._sleep(delay)
                 continue
@@ -435,11 +437,13 @@ class RegistryClient:
         """Raise the error that fits an unexpected status, with the registry's own error text."""
         if response.status in expected:
             return
-        detail = auth.error_detail(release(response)) or f"HTTP {response.status}"
+        detail = auth.error_detail(release(response))
         if response.status in (401, 403):
-            raise Unauthorized(auth.unauthorized_message(endpoint.credentials_key, repository, detail))
+            reason = detail or f"HTTP {response.status}"
+            raise Unauthorized(auth.unauthorized_message(endpoint.credentials_key, repository, reason))
         where = target.split("?", 1)[0] if "://" not in target else "the upload location"
-        raise RegistryError(f"{endpoint} answered HTTP {response.status} to {method} {where}: {detail}")
+        message = f"{method} {where} on {endpoint} failed with HTTP {response.status}"
+        raise RegistryError(f"{message}: {detail}" if detail else message)
 
     def _unreachable(self, endpoint: Endpoint, error: BaseException) -> RegistryUnreachable:
         if endpoint.mirror:
@@ -476,7 +480,7 @@ class RegistryClient:
         if media_type not in accepted:
             # Some registries send application/json or nothing; the document's own mediaType then decides.
             declared = _declared_media_type(data)
-            if declared not in accepted:
+            if declared is None or declared not in accepted:
                 raise InvalidManifest(
                     f"manifest for {ref} from {endpoint} has media type {media_type or 'none'!r}"
                     f" (document says {declared or 'none'!r}); expected one of: {', '.join(accepted)}"
@@ -510,7 +514,7 @@ class RegistryClient:
         ingest: Ingest,
         progress: Callable[[int], None] | None,
     ) -> None:
-        """Stream the blob into ``ingest`` until it holds ``descriptor.size`` bytes, resuming after cuts."""
+        """Stream the blob into ``ingest`` until it contains ``descriptor.size`` bytes, resuming after cuts."""
         failures = 0
         while True:
             if descriptor.size is not None and ingest.offset == descriptor.size:
@@ -548,8 +552,8 @@ class RegistryClient:
             if response.status == 206:
                 start = _content_range_start(response.headers.get("Content-Range"))
                 if start != offset:
-                    log.warning("registry answered Range bytes=%d- with %r; downloading %s again from the start",
-                                offset, response.headers.get("Content-Range"), descriptor.digest)
+                    log.warning("registry returned %r for Range bytes=%d-; downloading %s again from the start",
+                                response.headers.get("Content-Range"), offset, descriptor.digest)
                     ingest.reset()
                     raise _Interrupted(f"unexpected Content-Range {response.headers.get('Content-Range')!r}")
             elif response.status == 200:
@@ -669,7 +673,7 @@ class RegistryClient:
                     progress(sent)
             if sent != descriptor.size:
                 raise RegistryError(
-                    f"blob {descriptor.digest} has {sent} bytes to upload, but its descriptor says {descriptor.size}"
+                    f"blob {descriptor.digest} has {sent} bytes to upload, but its descriptor has size {descriptor.size}"
                 )
 
         response = self._send(

@@ -1,4 +1,4 @@
-"""Where to send a registry request: mirrors, the registry itself, HTTP or HTTPS.
+"""Endpoint selection for registry requests: mirrors, the registry itself, HTTP or HTTPS.
 
 Pulls try the mirrors configured for a domain in order, then the registry itself.
 Pushes go only to the registry itself. Insecure registries (set in the config, and

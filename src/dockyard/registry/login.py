@@ -32,7 +32,7 @@ def login(config: Config, server: str, user: str, password: str, credentials: Cr
 
     The check follows the registry's authentication flow (Basic, or a token from its token
     server). Nothing is stored when it fails. Raises Unauthorized naming the server when the
-    registry rejects the credentials, and RegistryUnreachable when it does not answer.
+    registry rejects the credentials, and RegistryUnreachable when it is unreachable.
     """
     from dockyard.registry.client import RegistryClient
     from dockyard.registry.credentials import Credentials

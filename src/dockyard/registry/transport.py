@@ -6,7 +6,6 @@ costs the CLI nothing. The retry and URL helpers are pure functions.
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import threading
 import time
@@ -49,11 +48,13 @@ class RetryPolicy:
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Return the seconds a ``Retry-After`` header asks for, or None if it is absent or invalid.
+    """Return the delay in seconds that a ``Retry-After`` header requests, or None if it is absent or invalid.
 
-    The header holds either a number of seconds or an HTTP date; ``now`` is the Unix
-    time to measure a date against (default: the current time).
+    The header contains either a number of seconds or an HTTP date. ``now`` is the
+    Unix time to measure a date against (default: the current time).
     """
+    import email.utils
+
     if value is None:
         return None
     text = value.strip()

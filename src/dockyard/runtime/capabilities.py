@@ -127,7 +127,7 @@ def apply(spec_capabilities: dict[str, Any] | None) -> None:
 
     libc.prctl(libc.PR_CAP_AMBIENT, libc.PR_CAP_AMBIENT_CLEAR_ALL)
     for name in sets.get("ambient", []):
-        number = CAPABILITIES[name]
+        number = mask([name]).bit_length() - 1
         if number > last_cap():
             continue
         # The kernel accepts an ambient capability only when it is both

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -78,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args)
 
-    from dockyard.errors import DockyardError
+    from dockyard.errors import Conflict, DockyardError
     from dockyard.runtime import container
     from dockyard.runtime import spec as spec_module
 
@@ -87,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "spec":
             path = Path(args.bundle) / "config.json"
             if path.exists():
-                raise DockyardError(f"{path} already exists; remove it first")
+                raise Conflict(f"{path} already exists; remove it first")
             path.write_text(json.dumps(spec_module.default_spec(), indent=2) + "\n")
         elif args.command == "create":
             container.create(

@@ -63,6 +63,11 @@ def create(
     if process.get("terminal") and not console_socket:
         raise RuntimeFailure("process.terminal is true, so a console socket is required (--console-socket)")
     linux = config.get("linux", {})
+    for entry in config.get("mounts", []):
+        # runc takes a relative bind source as relative to the bundle.
+        source = entry.get("source")
+        if source and not source.startswith("/") and _is_bind(entry):
+            entry["source"] = str(bundle / source)
     spaces = Namespaces(linux.get("namespaces", []))
     if "user" in spaces.new and not (linux.get("uidMappings") and linux.get("gidMappings")):
         raise RuntimeFailure("a new user namespace needs linux.uidMappings and linux.gidMappings")
@@ -70,11 +75,15 @@ def create(
     directory = state.new_dir(state_root, container_id)
     cgroup = None
     pid = None
+    fifo_fd = None
     try:
         fifo = directory / state.EXEC_FIFO
         os.mkfifo(fifo, 0o622)
         # Any container user must be able to open the FIFO for writing; mkfifo applied the umask.
         os.chmod(fifo, 0o622)
+        # The init gets the FIFO as a descriptor: in a user namespace it may
+        # not be allowed to walk the path to the state directory.
+        fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
 
         if linux.get("seccomp"):
             # libseccomp must be loaded while the host's filesystem is visible:
@@ -92,8 +101,7 @@ def create(
                 rootfs=rootfs,
                 namespaces=spaces,
                 cgroup=cgroup,
-                hierarchies=found,
-                fifo=fifo,
+                fifo_fd=fifo_fd,
                 sync_write=-1,
                 sync_read=-1,
                 stdio=(stdin, stdout, stderr),
@@ -121,8 +129,15 @@ def create(
     except BaseException:
         _undo_create(directory, cgroup, pid)
         raise
+    finally:
+        if fifo_fd is not None:
+            os.close(fifo_fd)
     log.debug("created container %s with init pid %d", container_id, pid)
     return pid
+
+
+def _is_bind(entry: dict[str, Any]) -> bool:
+    return entry.get("type") == "bind" or any(option in ("bind", "rbind") for option in entry.get("options") or [])
 
 
 def _spawn(context: InitContext, linux: dict[str, Any]) -> int:
@@ -138,6 +153,7 @@ def _spawn(context: InitContext, linux: dict[str, Any]) -> int:
     os.close(to_runtime_write)
     os.close(to_init_read)
     init_pid = None
+    succeeded = False
     try:
         for message in _messages(to_runtime_read, context.container_id):
             kind = message.get("type")
@@ -153,17 +169,21 @@ def _spawn(context: InitContext, linux: dict[str, Any]) -> int:
             elif kind == "created":
                 if init_pid is None:
                     raise RuntimeFailure(f"container {context.container_id}: init reported created before its PID")
+                succeeded = True
                 return init_pid
         raise RuntimeFailure(f"container {context.container_id}: init exited during set-up without reporting why")
-    except BaseException:
-        _kill_quietly(first)
-        if init_pid is not None:
-            _kill_quietly(init_pid)
-        raise
     finally:
         os.close(to_runtime_read)
         os.close(to_init_write)
+        if not succeeded:
+            _kill_quietly(first)
+            if init_pid is not None:
+                _kill_quietly(init_pid)
         _reap(first)
+        if not succeeded and init_pid is not None:
+            # Once its first parent is reaped, a subreaper caller inherits
+            # the dead init and must reap it too.
+            _wait_gone(init_pid, 10.0)
 
 
 def _messages(fd: int, container_id: str):  # type: ignore[no-untyped-def]
@@ -200,7 +220,7 @@ def _kill_quietly(pid: int) -> None:
 def _undo_create(directory: Path, cgroup: Cgroup | None, pid: int | None) -> None:
     if pid is not None:
         _kill_quietly(pid)
-        _try_reap(pid)
+        _wait_gone(pid, 10.0)
     if cgroup is not None:
         try:
             cgroup.destroy()
@@ -221,6 +241,22 @@ def _try_reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    """Wait until ``pid`` has exited, reaping it if it is our child; return whether it did in time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return True
+        except ChildProcessError:
+            # Not our child: gone, or a zombie that its own parent reaps.
+            if state.process_start_time(pid) is None:
+                return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
 
 
 def load(container_id: str, state_root: str | Path = DEFAULT_STATE_ROOT) -> ContainerState:
@@ -293,14 +329,10 @@ def kill(
 
 def wait_stopped(container: ContainerState, timeout: float) -> bool:
     """Wait until the init is gone; reaps it when the caller is its parent. Returns whether it stopped."""
-    deadline = time.monotonic() + timeout
-    while True:
+    if not container.alive():
         _try_reap(container.pid)
-        if not container.alive():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
+        return True
+    return _wait_gone(container.pid, timeout)
 
 
 def delete(container_id: str, state_root: str | Path = DEFAULT_STATE_ROOT, force: bool = False) -> None:

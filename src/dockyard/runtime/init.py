@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from dockyard.runtime import capabilities, devices, libc, mounts, namespaces, rlimits, seccomp
-from dockyard.runtime.cgroups import Cgroup, Hierarchy
+from dockyard.runtime.cgroups import Cgroup
 from dockyard.runtime.namespaces import Namespaces
 from dockyard.runtime.spec import DEFAULT_PATH
 
@@ -49,8 +49,7 @@ class InitContext:
     rootfs: Path
     namespaces: Namespaces
     cgroup: Cgroup
-    hierarchies: list[Hierarchy]
-    fifo: Path
+    fifo_fd: int  # the exec FIFO, opened with O_PATH
     sync_write: int  # init -> runtime: JSON lines
     sync_read: int  # runtime -> init: one byte per acknowledgement
     stdio: tuple[int | None, int | None, int | None]
@@ -138,15 +137,12 @@ def bring_up(context: InitContext, reporter: Reporter) -> NoReturn:
 
     # From here on this is the container's init.
     reporter.step("setting up stdio")
-    for target, fd in enumerate(context.stdio):
-        if fd is not None and fd != target:
-            os.dup2(fd, target)
+    for target, source in enumerate(context.stdio):
+        if source is not None and source != target:
+            os.dup2(source, target)
 
-    # Host paths must be opened before pivot_root hides them: the exec FIFO
-    # (opened with O_PATH, reopened for writing once everything is set up)
-    # and the console socket.
-    reporter.step("opening the exec FIFO")
-    fifo_fd = os.open(context.fifo, os.O_PATH | os.O_CLOEXEC)
+    # The console socket is a host path: connect before pivot_root hides it.
+    fifo_fd = context.fifo_fd
     console = None
     if process.get("terminal"):
         reporter.step(f"connecting to the console socket {context.console_socket}")
@@ -159,13 +155,13 @@ def bring_up(context: InitContext, reporter: Reporter) -> NoReturn:
         _loopback_up()
 
     reporter.step("setting the hostname")
-    if config.get("hostname"):
+    if config.get("hostname") or config.get("domainname"):
         if not spaces.has("uts"):
-            raise OSError(errno.EINVAL, "hostname is set but there is no UTS namespace")
+            raise OSError(errno.EINVAL, "hostname or domainname is set but there is no UTS namespace")
+    if config.get("hostname"):
         libc.sethostname(config["hostname"])
     if config.get("domainname"):
-        # NOTE: setdomainname has no wrapper here yet; the spec's domainname is rejected rather than ignored.
-        raise OSError(errno.ENOSYS, f"domainname {config['domainname']!r} is not supported")
+        libc.setdomainname(config["domainname"])
 
     # The root: stop mounts propagating to the host, make the rootfs a
     # mount point, mount the spec's mounts inside it in order (each may
@@ -175,7 +171,7 @@ def bring_up(context: InitContext, reporter: Reporter) -> NoReturn:
     mounts.prepare_root(context.rootfs, linux.get("rootfsPropagation"))
     for entry in config.get("mounts", []):
         reporter.step(f"mounting {entry.get('destination')}")
-        mounts.mount_entry(context.rootfs, entry, context.hierarchies, cgroupns=spaces.has("cgroup"))
+        mounts.mount_entry(context.rootfs, entry, context.cgroup, cgroupns=spaces.has("cgroup"))
 
     reporter.step("creating devices")
     devices.create(context.rootfs, linux.get("devices", []), bind=spaces.has("user"))
@@ -254,7 +250,7 @@ def bring_up(context: InitContext, reporter: Reporter) -> NoReturn:
 
     reporter.step(f"changing to the working directory {cwd}")
     os.chdir(cwd)
-    os.umask(user.get("umask", 0o022) if user.get("umask") is not None else 0o022)
+    os.umask(user["umask"] if user.get("umask") is not None else 0o022)
     environment = _environment(process.get("env") or [], user.get("uid", 0))
 
     # Set up: the runtime records the container as created and exits. The

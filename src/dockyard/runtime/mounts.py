@@ -17,7 +17,7 @@ from typing import Any
 
 from dockyard.errors import RuntimeFailure
 from dockyard.runtime import libc
-from dockyard.runtime.cgroups import Hierarchy
+from dockyard.runtime.cgroups import Cgroup
 
 log = logging.getLogger(__name__)
 
@@ -179,13 +179,15 @@ def prepare_root(rootfs: Path, propagation: str | None) -> None:
     flag = PROPAGATION_OPTIONS.get(propagation or "rslave")
     if flag is None:
         raise RuntimeFailure(f"invalid linux.rootfsPropagation {propagation!r}")
-    if flag & (libc.MS_SHARED):
+    if flag & libc.MS_SHARED:
+        # pivot_root rejects a shared new root; the shared propagation is set
+        # on the new root after pivot_root instead.
         flag = libc.MS_SLAVE | libc.MS_REC
     mount(None, "/", None, flag)
     mount(str(rootfs), rootfs, None, libc.MS_BIND | libc.MS_REC)
 
 
-def mount_entry(rootfs: Path, entry: dict[str, Any], hierarchies: list[Hierarchy], cgroupns: bool) -> None:
+def mount_entry(rootfs: Path, entry: dict[str, Any], cgroup: Cgroup, cgroupns: bool) -> None:
     """Mount one entry of the spec's ``mounts`` below ``rootfs``."""
     destination = entry.get("destination", "")
     if not destination.startswith("/"):
@@ -197,7 +199,7 @@ def mount_entry(rootfs: Path, entry: dict[str, Any], hierarchies: list[Hierarchy
 
     if fstype == "cgroup" or fstype == "cgroup2":
         target = make_mountpoint(rootfs, destination, is_file=False)
-        mount_cgroups(target, hierarchies, options, cgroupns)
+        mount_cgroups(target, cgroup, options, cgroupns)
         return
 
     if is_bind:
@@ -225,33 +227,27 @@ def mount_entry(rootfs: Path, entry: dict[str, Any], hierarchies: list[Hierarchy
         mount(None, target, None, flag)
 
 
-def mount_cgroups(target: Path, hierarchies: list[Hierarchy], options: MountOptions, cgroupns: bool) -> None:
+def mount_cgroups(target: Path, cgroup: Cgroup, options: MountOptions, cgroupns: bool) -> None:
     """Mount the container's view of every cgroup hierarchy at ``target`` (``/sys/fs/cgroup``).
 
     With a cgroup namespace, each hierarchy is mounted fresh and shows the
     container's cgroup as its root. Without one, the host's directory of the
-    container's cgroup would be needed; that is not done.
+    container's cgroup is bound there instead, as runc does.
     """
-    if not cgroupns:
-        raise RuntimeFailure("a cgroup mount needs a cgroup namespace (linux.namespaces type cgroup)")
     read_only = options.flags & libc.MS_RDONLY
     flags = options.flags & ~libc.MS_RDONLY
-    versions = {hierarchy.version for hierarchy in hierarchies}
-    if versions == {2}:
-        mount("cgroup2", target, "cgroup2", options.flags)
+    if {hierarchy.version for hierarchy, _ in cgroup.directories} == {2}:
+        _mount_hierarchy(target, "cgroup2", None, cgroup.directories[0][1], options.flags, cgroupns)
         return
     # v1 and hybrid: a tmpfs with one directory per hierarchy, like the host's /sys/fs/cgroup.
     mount("tmpfs", target, "tmpfs", flags, "mode=755")
-    for hierarchy in hierarchies:
+    for hierarchy, directory in cgroup.directories:
         if hierarchy.version == 2:
-            directory = target / "unified"
-            directory.mkdir(exist_ok=True)
-            mount("cgroup2", directory, "cgroup2", options.flags)
+            name = "unified"
+            _mount_hierarchy(target / name, "cgroup2", None, directory, options.flags, cgroupns)
             continue
         name = ",".join(hierarchy.controllers)
-        directory = target / name
-        directory.mkdir(exist_ok=True)
-        mount("cgroup", directory, "cgroup", options.flags, name)
+        _mount_hierarchy(target / name, "cgroup", name, directory, options.flags, cgroupns)
         # Co-mounted controllers (cpu,cpuacct) are also reachable under each name.
         if len(hierarchy.controllers) > 1:
             for controller in hierarchy.controllers:
@@ -260,6 +256,17 @@ def mount_cgroups(target: Path, hierarchies: list[Hierarchy], options: MountOpti
                     link.symlink_to(name)
     if read_only:
         mount(None, target, None, libc.MS_REMOUNT | flags | libc.MS_RDONLY)
+
+
+def _mount_hierarchy(
+    target: Path, fstype: str, data: str | None, host_directory: Path, flags: int, cgroupns: bool
+) -> None:
+    target.mkdir(exist_ok=True)
+    if cgroupns:
+        mount(fstype, target, fstype, flags, data)
+        return
+    mount(str(host_directory), target, None, libc.MS_BIND | libc.MS_REC)
+    remount_bind(target, flags & ~(libc.MS_BIND | libc.MS_REC | libc.MS_REMOUNT))
 
 
 def pivot(rootfs: Path) -> None:

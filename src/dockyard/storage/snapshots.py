@@ -1,6 +1,6 @@
 """Unpacked layers, one snapshot directory per chain ID.
 
-``root/snapshots/<hex>/fs`` holds one layer's changes in overlayfs format and
+``root/snapshots/<hex>/fs`` contains one layer's changes in overlayfs format and
 ``root/snapshots/<hex>/parent`` the parent's chain ID (absent for a base
 layer). A snapshot is filled in a private directory under ``root/tmp`` and
 renamed into ``snapshots/`` when complete, so a snapshot directory that exists
@@ -36,7 +36,7 @@ def _hex_of(chain_id: str) -> str:
 
 
 def _syncfs(path: Path) -> None:
-    """Flush the filesystem that holds ``path``, so a renamed snapshot survives a crash whole."""
+    """Flush the filesystem that contains ``path``, so a renamed snapshot survives a crash whole."""
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
