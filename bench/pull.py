@@ -10,7 +10,7 @@ with each tool, after removing the previous copy:
 - dockyard: `dockyard pull` into a fresh DOCKYARD_ROOT.
 - docker: `docker pull` (Debian's docker.io 20.10) against a private dockerd
   started here with its own data root, exec root and socket, no bridge and no
-  iptables rules; `docker rmi` between rounds. dockerd pulls straight from
+  iptables rules. `docker rmi` runs between rounds. dockerd pulls straight from
   127.0.0.1 (an insecure registry), not through a docker.io mirror: a mirror
   that fails makes dockerd fall back to the public Docker Hub, and a
   benchmark must send no traffic off this machine.

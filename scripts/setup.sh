@@ -49,7 +49,7 @@ if [[ ! -x .venv/bin/python ]]; then
     "${PYTHON:-python3}" -m venv .venv
 fi
 
-# The stamp holds the hash of the pyproject.toml that was last installed.
+# The stamp contains the hash of the pyproject.toml that was last installed.
 stamp=.venv/.dockyard-installed
 wanted=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [[ ! -f $stamp || $(cat "$stamp") != "$wanted" ]]; then

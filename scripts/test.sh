@@ -2,8 +2,8 @@
 # Set up the machine, then run the whole test suite (unit and integration).
 #
 # Extra arguments go to pytest, for example: bash scripts/test.sh tests/unit -x
-# The run is stopped after TEST_TIMEOUT seconds (default 1500), well inside
-# CI's 90 minutes; pytest-timeout also stops any single test after 300 s.
+# The whole run is stopped after TEST_TIMEOUT seconds (default 1500), well
+# inside CI's 90 minutes. pytest-timeout also stops any single test after 300 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -238,8 +238,9 @@ def test_opaque_marker_any_order(tmp_path, order):
 
 def test_aufs_metadata_members_skipped(tmp_path):
     target = tmp_path / "s"
-    unpack([file(".wh..wh.plnk/123.456", b""), file(".wh..wh.aufs", b"")], target)
-    assert os.listdir(target) == [".wh..wh.plnk"] or os.listdir(target) == []
+    unpack([directory(".wh..wh.plnk/"), file(".wh..wh.plnk/123.456", b""), file(".wh..wh.aufs", b""),
+            file("d/.wh..wh.orph", b"")], target)
+    assert os.listdir(target) == []
 
 
 def test_merged_overlay_view(tmp_path, overlay_mount):

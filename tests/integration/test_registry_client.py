@@ -12,6 +12,9 @@ import json
 import os
 import stat
 import textwrap
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -422,6 +425,45 @@ def test_token_is_reused(token_registry: TokenRegistry, tmp_path: Path, docker_c
     assert after_push == 1  # one token for repository:NAME:pull,push served every upload
     assert len(token_registry.tokens.requests) == 1
     assert token_registry.tokens.requests[0].scopes == [f"repository:{ref.path}:pull,push"]
+
+
+def test_token_refreshed_after_401(token_registry: TokenRegistry, tmp_path: Path, docker_config: Path) -> None:
+    proxy = Proxy(token_registry.host)
+    try:
+        with pytest.raises(urllib.error.HTTPError) as probe:
+            urllib.request.urlopen(f"{token_registry.registry.url}/v2/", timeout=5)
+        proxy.challenge = probe.value.headers["WWW-Authenticate"]
+        probe.value.close()
+        client = make_client(tmp_path, write_auths(docker_config, proxy.host, "alice", "wonderland"))
+        ref = reference.parse(f"{proxy.host}/{unique('refresh')}:v1")
+        descriptor = upload(client, ref, b"first push gets a token")
+        token_registry.tokens.reset()
+
+        proxy.reject_next = 1  # as if the cached token had been revoked
+        present = client.has_blob(ref, descriptor.digest)
+
+        assert present
+        assert len(token_registry.tokens.requests) == 1
+    finally:
+        proxy.stop()
+
+
+def test_expired_token_is_renewed(token_registry: TokenRegistry, tmp_path: Path, docker_config: Path) -> None:
+    credentials = write_auths(docker_config, token_registry.host, "alice", "wonderland")
+    client = make_client(tmp_path, credentials)
+    ref = reference.parse(f"{token_registry.host}/{unique('expiry')}:v1")
+    token_registry.tokens.expires_in = 1
+    try:
+        descriptor = upload(client, ref, b"token lives one second")
+        token_registry.tokens.reset()
+        time.sleep(1.1)
+
+        present = client.has_blob(ref, descriptor.digest)
+
+        assert present
+        assert len(token_registry.tokens.requests) == 1
+    finally:
+        token_registry.tokens.expires_in = 300
 
 
 def test_token_auth_wrong_password(token_registry: TokenRegistry, tmp_path: Path, docker_config: Path) -> None:

@@ -139,3 +139,16 @@ def test_remove_of_parent_makes_child_corrupt(tmp_path):
     store.remove(chain(1))
     with pytest.raises(StoreError, match="ancestor"):
         store.lowers(chain(2))
+
+
+def test_stale_work_directories_cleared(tmp_path):
+    store = SnapshotStore(tmp_path)
+    stale = tmp_path / "tmp" / f"{1:064x}-crashed"
+    (stale / "fs" / "locked").mkdir(parents=True)
+    (stale / "fs" / "locked" / "f").write_bytes(b"partial")
+    other = tmp_path / "tmp" / f"{2:064x}-busy"
+    other.mkdir()
+    store.create(chain(1), None, filler([file("a", b"1")]))
+    assert not stale.exists()
+    assert other.exists()
+    assert os.listdir(tmp_path / "tmp") == [other.name]

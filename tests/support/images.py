@@ -627,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m tests.support.images", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    build = commands.add_parser("build", help="write the test images as OCI layouts into DIR")
+    build = commands.add_parser("build", help="write the test images into DIR: OCI layouts, and busybox-docker as a skopeo dir: directory")
     build.add_argument("dir", type=Path)
     push = commands.add_parser("push", help="build the test images and push them to the registry HOST:PORT")
     push.add_argument("host")

@@ -6,9 +6,9 @@ interfaces in ``/sys/class/net`` and the processes already running. At session
 end, after session fixtures are torn down, anything new is a leak: the run's
 exit status becomes 1 and the summary lists each leaked object.
 
-The containers' parent cgroup ``<hierarchy>/dockyard`` (and any other
-``<hierarchy>/dockyard*`` parent, such as the runtime tests' ``dockyard-test``)
-may appear during the run and stay; any directory below one may not.
+Parent cgroups directly under a hierarchy may appear during the run and stay:
+``<hierarchy>/dockyard`` for containers, ``dockyard-test`` for the runtime's
+tests. Any directory below such a parent is a leak.
 
 A process is a leak when it descends from pytest, or when its environment
 carries this session's marker variable, which catches daemons that detached
@@ -114,7 +114,7 @@ def parent_pids() -> dict[int, int]:
                 data = stat.read()
         except OSError:
             continue
-        # The command name in brackets may hold spaces and ")", so split after the last ")".
+        # The command name in brackets may contain spaces and ")", so split after the last ")".
         fields = data[data.rindex(b")") + 2 :].split()
         parents[int(name)] = int(fields[1])
     return parents

@@ -1,9 +1,9 @@
 """Loopback helpers that misbehave on purpose between a client and a registry.
 
 ``Proxy`` forwards TCP connections to a registry and records each request's method,
-path and headers. It can cut one blob response after a number of body bytes (to test
-resuming), respond to blob GETs itself with a 307 to another server (to test what crosses
-a redirect), or respond 503 to the next requests (to test retries). ``BlobServer`` is such a redirect target: it serves blobs from a
+path and headers. It can cut one blob response after a number of body bytes, to test
+resuming. It can respond to blob GETs itself with a 307 to another server, to test what
+crosses a redirect. It can also respond 503 or 401 to the next requests, to test retries. ``BlobServer`` is such a redirect target: it serves blobs from a
 dict and records the headers it receives.
 
 The proxy adds ``Connection: close`` to every request, so each connection carries one
@@ -63,8 +63,8 @@ def _parse_head(head: bytes) -> RecordedRequest:
 
 def _with_connection_close(head: bytes) -> bytes:
     lines = head.decode("latin-1").split("\r\n")
-    kept = [line for line in lines[1:] if line and not line.lower().startswith(("connection:", "keep-alive:"))]
-    return ("\r\n".join([lines[0], *kept, "Connection: close"]) + "\r\n\r\n").encode("latin-1")
+    headers = [line for line in lines[1:] if line and not line.lower().startswith(("connection:", "keep-alive:"))]
+    return ("\r\n".join([lines[0], *headers, "Connection: close"]) + "\r\n\r\n").encode("latin-1")
 
 
 @dataclass
@@ -75,6 +75,8 @@ class Proxy:
     cut_after: int | None = None  # cut the next blob response after this many body bytes, once
     redirect_to: str | None = None  # base URL that blob GETs are redirected to with a 307
     fail_next: int = 0  # respond 503 with Retry-After: 0 to this many next requests
+    reject_next: int = 0  # respond 401 with ``challenge`` to this many next requests
+    challenge: str = ""  # the WWW-Authenticate value of those 401 responses
     requests: list[RecordedRequest] = field(default_factory=list)
     cuts: int = 0
 
@@ -131,10 +133,19 @@ class Proxy:
                 failing = self.fail_next > 0
                 if failing:
                     self.fail_next -= 1
+                rejecting = not failing and self.reject_next > 0
+                if rejecting:
+                    self.reject_next -= 1
             if failing:
                 client.sendall(
                     b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 0\r\n"
                     b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+                return
+            if rejecting:
+                client.sendall(
+                    f"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: {self.challenge}\r\n"
+                    "Content-Length: 0\r\nConnection: close\r\n\r\n".encode("latin-1")
                 )
                 return
             match = BLOB_PATH.match(request.path.split("?", 1)[0])

@@ -408,6 +408,8 @@ def test_read_legacy_docker_archive(target: ContentStore) -> None:
     assert parse_manifest(target.read(image.manifest_digest)) == image.manifest
     assert sha256(target.read(image.manifest_digest)) == image.manifest_digest
     assert image.manifest.config.digest == image.config_digest
+    manifest_document = json.loads(target.read(image.manifest_digest))
+    assert list(schema_validator("image-manifest-schema.json").iter_errors(manifest_document)) == []
     assert target.read(sha256(compressed)) == compressed
     assert len(list(target.digests())) == 4
 
@@ -582,6 +584,16 @@ def test_read_rejects_archive_without_index_or_manifest(target: ContentStore) ->
 def test_read_rejects_non_tar(target: ContentStore) -> None:
     with pytest.raises(ArchiveError, match="not a valid tar archive"):
         load(b"this is not a tar archive" * 100, target)
+
+
+@pytest.mark.parametrize(
+    "magic",
+    [b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"BZh9", b"\xfd7zXZ\x00"],
+    ids=["gzip", "zstd", "bzip2", "xz"],
+)
+def test_read_rejects_corrupt_compression(target: ContentStore, magic: bytes) -> None:
+    with pytest.raises(ArchiveError):
+        load(magic + b"garbage" * 100, target)
 
 
 def test_read_rejects_corrupt_config(source: ContentStore, target: ContentStore, busybox: StoredImage) -> None:

@@ -201,7 +201,7 @@ def test_authenticator_reuses_token_until_expiry() -> None:
     server, clock = FakeTokenServer(expires_in=100), Clock()
     authenticator = make_authenticator(server, clock)
 
-    first = authenticator.answer("https://reg", "reg", BEARER, SCOPES)
+    first = authenticator.respond_to_challenge("https://reg", "reg", BEARER, SCOPES)
     clock.now = 99.0
     reused = authenticator.authorization("https://reg", "reg", SCOPES)
     clock.now = 100.0
@@ -216,7 +216,7 @@ def test_authenticator_reuses_token_until_expiry() -> None:
 def test_authenticator_new_scope_gets_new_token() -> None:
     server = FakeTokenServer()
     authenticator = make_authenticator(server, Clock())
-    authenticator.answer("https://reg", "reg", BEARER, SCOPES)
+    authenticator.respond_to_challenge("https://reg", "reg", BEARER, SCOPES)
 
     other = authenticator.authorization("https://reg", "reg", ("repository:b:pull",))
 
@@ -224,12 +224,12 @@ def test_authenticator_new_scope_gets_new_token() -> None:
     assert "scope=repository%3Ab%3Apull" in server.requests[1].url
 
 
-def test_authenticator_answer_fetches_fresh_token() -> None:
+def test_authenticator_challenge_fetches_fresh_token() -> None:
     server = FakeTokenServer()
     authenticator = make_authenticator(server, Clock())
-    authenticator.answer("https://reg", "reg", BEARER, SCOPES)
+    authenticator.respond_to_challenge("https://reg", "reg", BEARER, SCOPES)
 
-    again = authenticator.answer("https://reg", "reg", BEARER, SCOPES)
+    again = authenticator.respond_to_challenge("https://reg", "reg", BEARER, SCOPES)
 
     assert again == "Bearer token-2"
 
@@ -239,7 +239,7 @@ def test_authenticator_adds_scope_from_challenge() -> None:
     authenticator = make_authenticator(server, Clock())
     header = ['Bearer realm="https://auth.example/token",service="reg",scope="registry:catalog:*"']
 
-    authenticator.answer("https://reg", "reg", header, SCOPES)
+    authenticator.respond_to_challenge("https://reg", "reg", header, SCOPES)
 
     assert parse_qs(urlsplit(server.requests[0].url).query)["scope"] == ["repository:a:pull", "registry:catalog:*"]
 
@@ -248,7 +248,7 @@ def test_authenticator_rejected_credentials() -> None:
     authenticator = make_authenticator(FakeTokenServer(status=401), Clock())
 
     with pytest.raises(Unauthorized) as raised:
-        authenticator.answer("https://reg", "reg.example", BEARER, SCOPES, repository="reg.example/a")
+        authenticator.respond_to_challenge("https://reg", "reg.example", BEARER, SCOPES, repository="reg.example/a")
 
     assert "reg.example/a" in str(raised.value)
     assert "dockyard login reg.example" in str(raised.value)
@@ -257,7 +257,7 @@ def test_authenticator_rejected_credentials() -> None:
 def test_authenticator_basic_challenge() -> None:
     authenticator = make_authenticator(FakeTokenServer(), Clock())
 
-    header = authenticator.answer("https://reg", "reg", ['Basic realm="r"'], SCOPES)
+    header = authenticator.respond_to_challenge("https://reg", "reg", ['Basic realm="r"'], SCOPES)
 
     assert header == "Basic " + base64.b64encode(b"u:p").decode()
 
@@ -266,14 +266,14 @@ def test_authenticator_basic_without_credentials() -> None:
     authenticator = make_authenticator(FakeTokenServer(), Clock(), login=None)
 
     with pytest.raises(Unauthorized):
-        authenticator.answer("https://reg", "reg", ['Basic realm="r"'], SCOPES)
+        authenticator.respond_to_challenge("https://reg", "reg", ['Basic realm="r"'], SCOPES)
 
 
 def test_authenticator_unsupported_scheme() -> None:
     authenticator = make_authenticator(FakeTokenServer(), Clock())
 
     with pytest.raises(Unauthorized) as raised:
-        authenticator.answer("https://reg", "reg", ["Negotiate"], SCOPES)
+        authenticator.respond_to_challenge("https://reg", "reg", ["Negotiate"], SCOPES)
 
     assert "negotiate" in str(raised.value)
 

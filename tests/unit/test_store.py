@@ -225,3 +225,32 @@ def test_closed_ingest_rejects_writes(tmp_path):
     ingest.commit()
     with pytest.raises(StoreError, match=DIGEST):
         ingest.write(b"more")
+
+
+def test_stale_private_file_removed(tmp_path):
+    store = ContentStore(tmp_path)
+    store.ingest(DIGEST).close()
+    stale = tmp_path / "ingest" / (DIGEST.removeprefix("sha256:") + ".0123456789abcdef")
+    stale.write_bytes(b"left by a crash")
+    with store.ingest(DIGEST) as ingest:
+        assert not stale.exists()
+        ingest.write(DATA)
+        ingest.commit()
+    assert os.listdir(tmp_path / "ingest") == []
+
+
+def test_locked_private_file_kept(tmp_path):
+    store = ContentStore(tmp_path)
+    first = store.ingest(DIGEST)
+    second = store.ingest(DIGEST)
+    third = store.ingest(DIGEST)
+    assert len(os.listdir(tmp_path / "ingest")) == 3
+    first.close()
+    # The shared file is free again: the next ingest takes it and keeps the busy private files.
+    with store.ingest(DIGEST) as fourth:
+        assert len(os.listdir(tmp_path / "ingest")) == 3
+        fourth.write(DATA)
+        fourth.commit()
+    second.close()
+    third.close()
+    assert os.listdir(tmp_path / "ingest") == []

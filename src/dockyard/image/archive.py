@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Sequence
 
-from dockyard.errors import ArchiveError, DigestMismatch, DockyardError, InvalidReference, NotFound
+from dockyard.errors import ArchiveError, DigestMismatch, DockyardError, ImageError, InvalidReference, NotFound
 from dockyard.image import digest as digests
 from dockyard.image import manifest as manifests
 from dockyard.image import mediatypes
@@ -253,11 +253,15 @@ def read(
 
     ``platform`` picks the manifest when an index in the archive contains several
     (default: this machine's). ``tmp_dir`` is where the archive is unpacked
-    first (default: the system temporary directory); pass a directory on the
-    same file system as the store to avoid filling a small /tmp. Raises
-    ArchiveError for a malformed archive, DigestMismatch for a blob that does
-    not hash to its name, and InvalidManifest for a malformed document; in
-    every case nothing is left in the store that was not there before.
+    first (default: the system temporary directory). Pass a directory on the
+    store's file system, because the unpacked archive is as large as the
+    uncompressed archive and /tmp may be small.
+
+    Raises ArchiveError for a malformed archive, DigestMismatch for a blob
+    that does not hash to its name, InvalidManifest for a malformed document
+    and NoMatchingPlatform when a multi-platform index has no entry for
+    ``platform``. In every case the store is left without the blobs this call
+    added.
     """
     if tmp_dir is not None:
         tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -324,6 +328,11 @@ def _unpack(fileobj: BinaryIO, work: Path) -> _Tree:
                 _unpack_member(tar, member, number, work, tree)
     except (tarfile.TarError, EOFError) as error:
         raise ArchiveError(f"not a valid tar archive: {error}") from None
+    except ArchiveError:
+        raise
+    except ImageError as error:
+        # layer.decompressed() reports corrupt zstd data as a layer error.
+        raise ArchiveError(f"cannot decompress the archive: {error}") from error
     except OSError as error:
         raise ArchiveError(f"cannot read or unpack the archive: {error}") from error
     return tree

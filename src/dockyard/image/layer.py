@@ -612,6 +612,11 @@ class _Unpacker:
         if not comps:
             self.apply_root(info)
             return
+        if comps[0].startswith(WHITEOUT_META_PREFIX):
+            # NOTE: a hard link to a file under ".wh..wh.plnk" (old AUFS layers)
+            # therefore fails as "not found", because the plink directory is not unpacked.
+            log.debug("layer %s: skipped AUFS metadata member %s", self.layer, self.member)
+            return
         name = comps[-1]
         if name.startswith(WHITEOUT_PREFIX):
             self.apply_whiteout(comps)

@@ -43,6 +43,20 @@ def _hex_of(digest: str) -> str:
     return match.group(1)
 
 
+def _still_linked(path: Path, fd: int) -> bool:
+    """Tell whether ``path`` still names the file open as ``fd``.
+
+    A writer that held the lock before may have renamed or removed the file
+    between our open and our lock. Then the lock guards an inode that no
+    longer is the ingest file (it may even be the finished blob), and the
+    caller must open the path again.
+    """
+    try:
+        return os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -164,26 +178,42 @@ class Ingest:
             except BlockingIOError:
                 os.close(fd)
                 return self._open_private()
-            # The previous lock owner may have renamed or removed this file between
-            # our open and our lock. Then the lock guards an inode that is no longer
-            # the partial file, and may even be the finished blob, so open it again.
-            try:
-                same = os.stat(shared, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
+            if _still_linked(shared, fd):
+                self._remove_stale_private_files()
                 return shared, fd
             os.close(fd)
 
     def _open_private(self) -> tuple[Path, int]:
-        path = self._store._ingest / f"{_hex_of(self.expected)}.{secrets.token_hex(8)}"
+        while True:
+            path = self._store._ingest / f"{_hex_of(self.expected)}.{secrets.token_hex(8)}"
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            except OSError as e:
+                raise StoreError(f"cannot create ingest file {path} for blob {self.expected}: {e.strerror}") from e
+            # Locked too, so that _remove_stale_private_files leaves it alone.
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if _still_linked(path, fd):
+                break
+            os.close(fd)
         log.debug("ingest file for %s is locked by another writer, writing to %s", self.expected, path)
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        except OSError as e:
-            raise StoreError(f"cannot create ingest file {path} for blob {self.expected}: {e.strerror}") from e
         self._private = True
         return path, fd
+
+    def _remove_stale_private_files(self) -> None:
+        """Remove private files of this digest that no writer has locked, left by a crashed process."""
+        for path in self._store._ingest.glob(f"{_hex_of(self.expected)}.*"):
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            log.debug("removing stale ingest file %s", path)
+            path.unlink(missing_ok=True)
+            os.close(fd)
 
     def _load_partial(self) -> None:
         """Hash the bytes kept from an earlier attempt, so writing can continue after them."""

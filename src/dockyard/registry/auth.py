@@ -1,10 +1,11 @@
 """Registry authentication: anonymous, Basic, and Bearer tokens from a token server.
 
-A registry that requires credentials responds 401 with ``WWW-Authenticate``. For ``Basic`` the
-client sends the user's credentials on every request. For ``Bearer`` it asks the token
-server named by ``realm`` for a token covering ``service`` and one or more scopes
-(``repository:NAME:pull`` or ``repository:NAME:pull,push``), sending Basic credentials
-when it has some, and then sends ``Authorization: Bearer TOKEN``. The protocol is Docker's
+A registry that requires credentials responds 401 with ``WWW-Authenticate``. For
+``Basic`` the client sends the user's credentials on every request. For ``Bearer`` it
+requests a token from the token server named by ``realm``, for ``service`` and one or
+more scopes (``repository:NAME:pull`` or ``repository:NAME:pull,push``). It sends Basic
+credentials to the token server when it has some, and then sends ``Authorization:
+Bearer TOKEN`` to the registry. The protocol is Docker's
 token authentication specification (distribution's ``docs/spec/auth/token.md``).
 
 The parsing and request building here touch no socket. ``Authenticator`` does the
@@ -308,7 +309,7 @@ class Authenticator:
             return None
         return self._header_for(challenge, server, scopes, repository, fresh=False)
 
-    def answer(
+    def respond_to_challenge(
         self,
         endpoint: str,
         server: str,
@@ -316,10 +317,10 @@ class Authenticator:
         scopes: Sequence[str],
         repository: str | None = None,
     ) -> str:
-        """Answer a 401 from ``endpoint``: remember its challenge and return a header with fresh credentials.
+        """Handle a 401 from ``endpoint``: remember its challenge and return a header with fresh credentials.
 
-        Raises Unauthorized when there is nothing to answer with: no supported
-        challenge, Basic without credentials, or a token server that rejects them.
+        Raises Unauthorized when no credentials can satisfy the challenge: no supported
+        scheme, Basic without credentials, or a token server that rejects them.
         """
         challenges = parse_www_authenticate(headers)
         chosen = next((c for c in challenges if c.scheme == "bearer"), None)

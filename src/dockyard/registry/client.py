@@ -372,7 +372,7 @@ class RegistryClient:
         """Send a request to ``endpoint`` with authentication and retries; return the response unread.
 
         ``target`` is a path under the endpoint or an absolute URL (an upload Location).
-        A 401 is answered once with fresh credentials. With ``retry``, connection errors,
+        After a 401, the request is sent once more with fresh credentials. With ``retry``, connection errors,
         429 and 5xx are retried with backoff; ``body`` may be a function returning a new
         body for each attempt. Without ``retry``, a failed connection raises _Interrupted
         for the caller's own retry loop. A TLS failure, or a mirror that refuses the
@@ -414,7 +414,7 @@ class RegistryClient:
                 answered = True
                 challenges = response.headers.getlist("WWW-Authenticate")
                 release(response)
-                self._auth.answer(endpoint.url, endpoint.credentials_key, challenges, scopes, repository)
+                self._auth.respond_to_challenge(endpoint.url, endpoint.credentials_key, challenges, scopes, repository)
                 continue
             if retry and response.status in RETRYABLE_STATUSES and failures + 1 < self.retry.attempts:
                 failures += 1
@@ -637,7 +637,7 @@ class RegistryClient:
             if descriptor.size <= self.monolithic_upload_max:
 
                 def rewound() -> BinaryIO:
-                    # A 401 answered with a fresh token sends the body a second time.
+                    # After a 401, _send sends the body a second time with a fresh token.
                     blob.seek(0)
                     return blob
 

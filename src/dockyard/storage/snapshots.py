@@ -11,6 +11,7 @@ caller gets the same path.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -110,42 +111,56 @@ class SnapshotStore:
         """Return the snapshot ``chain_id``, creating it with ``fill(target, lowers)`` if it is missing.
 
         ``fill`` gets an empty private directory and the parent chain's fs
-        directories, topmost first. If ``fill`` raises, nothing is left behind
-        and the error propagates.
+        directories, topmost first. If ``fill`` raises, its directory is
+        removed and the error propagates.
         """
         existing = self.get(chain_id)
         if existing is not None:
             return existing
         lowers = self.lowers(parent) if parent is not None else []
-        try:
-            self._snapshots.mkdir(parents=True, exist_ok=True)
-            self._tmp.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise StoreError(f"cannot create the snapshot store under {self.root}: {e.strerror}") from e
-
-        lock_path = self._tmp / f"{_hex_of(chain_id)}.lock"
-        lock_fd = self._lock(chain_id, lock_path)
-        try:
+        with self._locked(chain_id):
             # Another creator may have finished while this one waited for the lock.
             existing = self.get(chain_id)
             if existing is not None:
                 return existing
             return self._create_locked(chain_id, parent, lowers, fill)
+
+    @contextlib.contextmanager
+    def _locked(self, chain_id: str) -> Iterator[None]:
+        """Hold the lock of ``chain_id`` that creators and removers take, and clear its stale work directories.
+
+        The work directories of ``chain_id`` are named ``tmp/<hex>-*``, and only
+        the lock holder uses them, so any found while holding it were left by
+        a process that crashed.
+        """
+        try:
+            self._snapshots.mkdir(parents=True, exist_ok=True)
+            self._tmp.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create the snapshot store under {self.root}: {e.strerror}") from e
+        hex_id = _hex_of(chain_id)
+        path = self._tmp / f"{hex_id}.lock"
+        fd = self._lock(chain_id, path)
+        try:
+            for stale in self._tmp.glob(f"{hex_id}-*"):
+                log.warning("removing %s, left by an interrupted create or remove of snapshot %s", stale, chain_id)
+                _remove_tree(stale)
+            yield
         finally:
-            lock_path.unlink(missing_ok=True)
-            os.close(lock_fd)
+            # Unlinked before it is released: see _lock.
+            path.unlink(missing_ok=True)
+            os.close(fd)
 
     @staticmethod
     def _lock(chain_id: str, path: Path) -> int:
-        """Take the creation lock of ``chain_id``; the holder removes the file before releasing it."""
         while True:
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
             except OSError as e:
                 raise StoreError(f"cannot open lock file {path} for snapshot {chain_id}: {e.strerror}") from e
             fcntl.flock(fd, fcntl.LOCK_EX)
-            # An earlier holder unlinks the file before releasing it, so a lock taken
-            # on an unlinked inode guards nothing: open the path again.
+            # The previous holder unlinks the file before releasing it, so a lock taken
+            # on an unlinked inode guards nothing. Then open the path again.
             try:
                 if os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
                     return fd
@@ -156,7 +171,10 @@ class SnapshotStore:
     def _create_locked(
         self, chain_id: str, parent: str | None, lowers: list[Path], fill: Callable[[Path, list[Path]], None]
     ) -> Path:
-        work = Path(tempfile.mkdtemp(prefix=f"{_hex_of(chain_id)[:12]}-", dir=self._tmp))
+        try:
+            work = Path(tempfile.mkdtemp(prefix=f"{_hex_of(chain_id)}-", dir=self._tmp))
+        except OSError as e:
+            raise StoreError(f"cannot create a work directory for snapshot {chain_id}: {e.strerror}") from e
         final = self._dir(chain_id)
         try:
             target = work / "fs"
@@ -183,14 +201,16 @@ class SnapshotStore:
         path = self._dir(chain_id)
         if not path.is_dir():
             raise NotFound(f"snapshot {chain_id} not found")
-        try:
-            self._tmp.mkdir(parents=True, exist_ok=True)
-            # Renamed away first, so that no reader sees a half-deleted snapshot.
-            doomed = Path(tempfile.mkdtemp(prefix="removing-", dir=self._tmp))
-            os.rename(path, doomed / "snapshot")
-            _remove_tree(doomed)
-        except OSError as e:
-            raise StoreError(f"cannot remove snapshot {chain_id}: {e.strerror}") from e
+        with self._locked(chain_id):
+            try:
+                # Renamed away first, so that no reader sees a half-deleted snapshot.
+                doomed = Path(tempfile.mkdtemp(prefix=f"{_hex_of(chain_id)}-removing-", dir=self._tmp))
+                os.rename(path, doomed / "snapshot")
+                _remove_tree(doomed)
+            except FileNotFoundError:
+                raise NotFound(f"snapshot {chain_id} not found") from None
+            except OSError as e:
+                raise StoreError(f"cannot remove snapshot {chain_id}: {e.strerror}") from e
         log.debug("removed snapshot %s", chain_id)
 
     def chain_ids(self) -> Iterator[str]:
