@@ -27,7 +27,7 @@ from dockyard.image.manifest import Descriptor, Manifest, parse_manifest
 from dockyard.image.platform import Platform
 from dockyard.image.reference import parse
 from dockyard.image.store import ContentStore
-from tests.unit.test_manifest import schema_validator
+from tests.support.schemas import schema_validator
 
 SKOPEO = shutil.which("skopeo")
 needs_skopeo = pytest.mark.skipif(SKOPEO is None, reason="skopeo is not installed")

@@ -22,31 +22,10 @@ from dockyard.image.manifest import (
     parse_manifest,
 )
 from dockyard.image.platform import Platform
-
-# JSON Schemas of OCI image-spec v1.1.1 (the files of its schema/ directory).
-SCHEMA_DIRECTORY = Path(os.environ.get("DOCKYARD_OCI_SCHEMAS", "/work/shared/specs/oci-image-spec-v1.1.1"))
+from tests.support.schemas import schema_validator
 
 CONFIG_DIGEST = digests.of(b"config")
 LAYER_DIGEST = digests.of(b"layer")
-
-
-def schema_validator(name: str) -> Any:
-    """Return a jsonschema validator for one OCI schema file, resolving its relative $refs locally."""
-    if not (SCHEMA_DIRECTORY / name).is_file():
-        pytest.skip(f"OCI schema {name} not found in {SCHEMA_DIRECTORY} (set DOCKYARD_OCI_SCHEMAS)")
-    from jsonschema import Draft4Validator
-    from referencing import Registry, Resource
-    from referencing.jsonschema import DRAFT4
-
-    def retrieve(uri: str) -> Resource:
-        # The schemas name each other by relative path under differing base
-        # URIs, so the last path component identifies the file.
-        local = SCHEMA_DIRECTORY / uri.rstrip("/").rsplit("/", 1)[-1]
-        return Resource.from_contents(json.loads(local.read_text()), default_specification=DRAFT4)
-
-    schema = json.loads((SCHEMA_DIRECTORY / name).read_text())
-    return Draft4Validator(schema, registry=Registry(retrieve=retrieve))
-
 
 def oci_manifest_document(**changes: Any) -> dict[str, Any]:
     document: dict[str, Any] = {
