@@ -874,7 +874,7 @@ def apply(tar_stream: BinaryIO, target: Path, layer: str, lowers: Sequence[Path]
                 raise
             # Raised by the decompressing reader, which has no layer digest to name.
             raise ImageError(f"layer {layer}: {e}") from e
-        if isinstance(e, (tarfile.TarError, EOFError, ValueError)) or _is_decompression_error(e):
+        if isinstance(e, (tarfile.TarError, EOFError, ValueError, OverflowError)) or _is_decompression_error(e):
             raise ImageError(f"layer {layer}: invalid tar stream at member {unpacker.member!r}: {e}") from e
         if isinstance(e, OSError):
             where = f"member {unpacker.member!r} of layer {layer}" if unpacker.member else f"layer {layer}"
