@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import zstandard
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dockyard.errors import ImageError, InvalidManifest, UnsafeLayer
 from dockyard.image import layer, mediatypes
@@ -517,9 +519,6 @@ def test_read_file_through_stack(tmp_path):
 
 # Property tests --------------------------------------------------------------------------
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
 _names = st.sampled_from(["a", "b", "c", "d.txt", "e f", "ü"])
 _paths = st.lists(_names, min_size=1, max_size=3).map(tuple)
 
@@ -685,3 +684,44 @@ def test_corrupt_compressed_layer_raises_image_error(tmp_path, kind):
     with pytest.raises(ImageError, match="sha256:corrupt"):
         layer.apply(layer.decompressed(io.BytesIO(data), None), target, "sha256:corrupt")
     assert not target.exists()
+
+
+# A layer written by GNU tar ------------------------------------------------------------------
+
+
+def test_gnu_tar_layer_matches_source_tree(tmp_path):
+    import shutil
+    import subprocess
+
+    source = tmp_path / "source"
+    shutil.copytree("/usr/share/doc/tar", source / "doc", symlinks=True)
+    (source / "bin").mkdir()
+    (source / "bin/tool").write_bytes(b"#!/bin/sh\n")
+    os.chmod(source / "bin/tool", 0o4755)
+    os.link(source / "bin/tool", source / "bin/tool-link")
+    os.symlink("tool", source / "bin/alias")
+    os.symlink("/etc/passwd", source / "bin/abs")
+    os.mkfifo(source / "bin/fifo")
+    os.chown(source / "bin/tool", 1000, 1000)
+    os.setxattr(source / "bin/tool", "security.capability", CAP_NET_BIND_SERVICE)
+    os.setxattr(source / "bin/tool", "user.note", b"kept")
+    archive = tmp_path / "layer.tar"
+    subprocess.run(["tar", "--format=posix", "--xattrs", "--xattrs-include=*", "--numeric-owner",
+                    "-cf", str(archive), "-C", str(source), "."], check=True)
+
+    target = tmp_path / "snap"
+    target.mkdir()
+    with open(archive, "rb") as stream:
+        result = layer.apply(stream, target, "sha256:gnu")
+
+    assert result.diff_id == "sha256:" + hashlib.sha256(archive.read_bytes()).hexdigest()
+    expected = tree_state(source)
+    actual = tree_state(target)
+    assert sorted(actual) == sorted(expected)
+    for path, (mode, uid, gid, size, mtime_ns, rdev, content) in expected.items():
+        assert actual[path][:4] == (mode, uid, gid, size), path
+        assert actual[path][4] // 10**9 == mtime_ns // 10**9, path
+        assert actual[path][6] == content, path
+    assert os.lstat(target / "bin/tool").st_ino == os.lstat(target / "bin/tool-link").st_ino
+    assert os.getxattr(target / "bin/tool", "security.capability") == CAP_NET_BIND_SERVICE
+    assert os.getxattr(target / "bin/tool", "user.note") == b"kept"

@@ -3,8 +3,8 @@
 Unpacking is a security boundary: nothing in a layer may create, change or
 follow a path outside the snapshot directory. Every path is walked one
 component at a time from a directory file descriptor with ``O_NOFOLLOW``, so
-the kernel never resolves a symlink on the way; lexical checks only decide
-which error message to give. Metadata is set through ``/proc/self/fd/<fd>`` of
+the kernel never resolves a symlink on the way. The lexical checks on names
+only choose the error message. Metadata is set through ``/proc/self/fd/<fd>`` of
 an ``O_PATH`` descriptor opened with ``O_NOFOLLOW``, so it lands on the inode
 that was created and on nothing a symlink points at.
 
@@ -32,7 +32,7 @@ import tarfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
 from dockyard.errors import DockyardError, ImageError, StoreError, UnsafeLayer
 
@@ -191,9 +191,8 @@ class _ZstdStream(io.RawIOBase):
         self._error = zstandard.ZstdError
         self._raw = raw
         self._frames = _ZstdFrames()
-        self._reader = zstandard.ZstdDecompressor().stream_reader(
-            _FrameTracking(raw, self._frames), read_across_frames=True
-        )
+        source = cast(IO[bytes], _FrameTracking(raw, self._frames))
+        self._reader = zstandard.ZstdDecompressor().stream_reader(source, read_across_frames=True)
 
     def readable(self) -> bool:
         return True
@@ -221,10 +220,10 @@ def _is_skippable_frame(head: bytes) -> bool:
 def decompressed(fileobj: BinaryIO, media_type: str | None) -> BinaryIO:
     """Return a reader of the uncompressed tar inside ``fileobj`` (gzip, zstd or plain).
 
-    The compression is taken from the magic bytes, because Docker does the
-    same and archives carry no media type. ``media_type``, when given, must be
-    a known layer type (else InvalidManifest); a disagreement with the magic
-    bytes is logged and the magic bytes win.
+    The compression is taken from the magic bytes, because archives carry no
+    media type. ``media_type``, when given, must be a known layer type, or
+    InvalidManifest is raised. When it disagrees with the magic bytes, the
+    disagreement is logged and the magic bytes win.
     """
     from dockyard.image import mediatypes
 
@@ -292,9 +291,9 @@ def _find(layers: Sequence[Path], comps: Sequence[str]) -> Path | None:
     """Return the path of ``comps`` in the topmost of ``layers`` that has it, as overlayfs would merge them.
 
     ``layers`` are snapshot directories, topmost first. A whiteout hides the
-    path in the layers below; an opaque directory on the way hides everything
-    below it; a non-directory on the way (a symlink included) ends the lookup,
-    because this function does not follow symlinks.
+    path in the layers below, and so does an opaque directory on the way. A
+    non-directory on the way, a symlink included, ends the lookup, because
+    this function does not follow symlinks.
     """
     for layer in layers:
         current = layer
@@ -442,7 +441,10 @@ class _Unpacker:
         return ImageError(f"layer {self.layer}: invalid member {self.member!r}: {reason}")
 
     def clean(self, name: str) -> tuple[str, ...]:
-        """Split a member name into components; a leading "/" is dropped, "." skipped, ".." applied."""
+        """Split a member name into components.
+
+        A leading "/" is dropped, "." is skipped and ".." removes the previous component.
+        """
         if "\0" in name:
             raise self.invalid("the name contains a NUL byte")
         comps: list[str] = []
@@ -638,7 +640,10 @@ class _Unpacker:
                 os.symlink(info.linkname, name, dir_fd=parent_fd)
             elif info.ischr() or info.isblk():
                 if info.ischr() and info.devmajor == 0 and info.devminor == 0:
-                    raise self.unsafe("a character device 0:0 is an overlayfs whiteout; layers use .wh. files")
+                    raise self.unsafe(
+                        "a character device 0:0 would read as an overlayfs whiteout, and layers mark deletions "
+                        "with .wh. files"
+                    )
                 self.remove_existing(parent_fd, name)
                 kind = stat.S_IFCHR if info.ischr() else stat.S_IFBLK
                 os.mknod(name, kind | 0o600, os.makedev(info.devmajor, info.devminor), dir_fd=parent_fd)
@@ -860,7 +865,7 @@ def apply(tar_stream: BinaryIO, target: Path, layer: str, lowers: Sequence[Path]
         except tarfile.ReadError:
             if reader.count:
                 raise
-            archive = None  # an empty stream is an empty layer, as Docker reads it
+            archive = None  # an empty stream is read as an empty layer
         if archive is not None:
             for info in archive:
                 unpacker.apply_member(archive, info)

@@ -406,7 +406,7 @@ class RegistryClient:
                 if failures >= self.retry.attempts:
                     raise self._unreachable(endpoint, error) from error
                 delay = self.retry.delay(failures)
-                log.warning("%s %s failed (%s); retrying in %.1f s", method, endpoint, _reason(error), delay)
+                log.info("%s %s failed (%s); retrying in %.1f s", method, endpoint, _reason(error), delay)
                 self._sleep(delay)
                 continue
 
@@ -419,7 +419,7 @@ class RegistryClient:
             if retry and response.status in RETRYABLE_STATUSES and failures + 1 < self.retry.attempts:
                 failures += 1
                 delay = self.retry.delay(failures, parse_retry_after(response.headers.get("Retry-After")))
-                log.warning("%s %s returned HTTP %d; retrying in %.1f s", method, endpoint, response.status, delay)
+                log.info("%s %s returned HTTP %d; retrying in %.1f s", method, endpoint, response.status, delay)
                 release(response)
                 self._sleep(delay)
                 continue
@@ -530,7 +530,7 @@ class RegistryClient:
                         f" last at byte {ingest.offset}: {error}"
                     ) from error
                 delay = self.retry.delay(failures, getattr(error, "retry_after", None))
-                log.warning("download of %s from %s stopped at byte %d (%s); resuming in %.1f s",
+                log.info("download of %s from %s stopped at byte %d (%s); resuming in %.1f s",
                             descriptor.digest, endpoint, ingest.offset, error, delay)
                 self._sleep(delay)
 
