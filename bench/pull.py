@@ -377,11 +377,20 @@ def main() -> int:
         parser.error("run as root: debootstrap, tar -x and dockerd need it")
     if args.runs < 1:
         parser.error(f"--runs must be at least 1, not {args.runs}")
+    required = {"debootstrap": "debootstrap", "skopeo": "skopeo", "docker-registry": "docker-registry"}
+    if "docker" not in args.skip:
+        required[str(DOCKERD)] = "docker.io"
+    if "dockyard" not in args.skip:
+        required[str(DOCKYARD)] = "dockyard (in .venv)"
+    missing = [package for program, package in required.items() if shutil.which(program) is None]
+    if missing:
+        parser.error(f"missing {', '.join(missing)}: run bash scripts/setup.sh --bench, or leave a tool out with --skip")
 
     args.cache.mkdir(parents=True, exist_ok=True)
     build_rootfs(args.cache / "rootfs")
     built = pack_layout(args.cache / "rootfs", args.cache / "layout")
 
+    load_before = os.getloadavg()[0]
     workdir = Path(tempfile.mkdtemp(prefix="dockyard-bench-"))
     registry: Registry | None = None
     dockerd: Dockerd | None = None
@@ -411,6 +420,8 @@ def main() -> int:
         details = {
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": machine(),
+            # Other work on the machine shows up here, and in the spread of the runs.
+            "load average (1 min)": f"{load_before:.2f} before the rounds, {os.getloadavg()[0]:.2f} after",
             **versions(dockerd),
             "image": f"{reference}, manifest {built.digest}, layer {built.layer_digests[0]}",
             "layer size": f"{(args.cache / 'layout' / 'blobs' / 'sha256' / built.layer_digests[0].removeprefix('sha256:')).stat().st_size / 1e6:.1f} MB gzip",

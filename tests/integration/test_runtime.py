@@ -1,6 +1,6 @@
 """dockyard's OCI runtime on the real kernel, checked from inside busybox containers.
 
-Each test runs a shell in a container that prints what it sees (its PID,
+Each test runs a shell in a container that prints its view of the system (its PID,
 capabilities, cgroup files, mounts), and asserts on that output. Every
 container is deleted even when its test fails, and the last checks make sure
 nothing is left: no cgroup directory, mount, state directory or process.
@@ -109,28 +109,28 @@ def test_default_capabilities_and_seccomp(make_bundle, runner):
 
 
 def test_spec_changes_capabilities(make_bundle, runner):
-    wanted = [name for name in DEFAULT_CAPABILITIES if name != "CAP_NET_RAW"] + ["CAP_SYS_ADMIN"]
+    requested = [name for name in DEFAULT_CAPABILITIES if name != "CAP_NET_RAW"] + ["CAP_SYS_ADMIN"]
 
     def edit(config: dict[str, Any]) -> None:
-        config["process"]["capabilities"] = {"bounding": wanted, "effective": wanted, "permitted": wanted}
-        config["linux"]["seccomp"] = seccomp_profile(wanted)
+        config["process"]["capabilities"] = {"bounding": requested, "effective": requested, "permitted": requested}
+        config["linux"]["seccomp"] = seccomp_profile(requested)
 
     bundle = make_bundle(["sh", "-c", "cat /proc/self/status; unshare -m true; echo unshare=$?"], edit)
     result = runner(bundle, "capchange")
     assert result.exit_code == 0, result.stderr
-    assert int(status_field(result.stdout, "CapEff"), 16) == mask(wanted)
-    assert int(status_field(result.stdout, "CapBnd"), 16) == mask(wanted)
+    assert int(status_field(result.stdout, "CapEff"), 16) == mask(requested)
+    assert int(status_field(result.stdout, "CapBnd"), 16) == mask(requested)
     # With CAP_SYS_ADMIN the profile lets unshare through.
     assert "unshare=0" in result.stdout
 
 
 def test_seccomp_blocks_unshare_and_mount(make_bundle, runner):
     # CAP_SYS_ADMIN is granted but the filter is the default one, so only
-    # seccomp stands between the shell and unshare or mount.
-    wanted = DEFAULT_CAPABILITIES + ["CAP_SYS_ADMIN"]
+    # seccomp can reject unshare or mount.
+    requested = DEFAULT_CAPABILITIES + ["CAP_SYS_ADMIN"]
 
     def edit(config: dict[str, Any]) -> None:
-        config["process"]["capabilities"] = {"bounding": wanted, "effective": wanted, "permitted": wanted}
+        config["process"]["capabilities"] = {"bounding": requested, "effective": requested, "permitted": requested}
 
     script = "unshare -m true; echo unshare=$?; mount -t tmpfs none /tmp; echo mount=$?"
     result = runner(make_bundle(["sh", "-c", script], edit), "seccomp")
@@ -472,19 +472,19 @@ def open_bundle(make_bundle, tmp_path_factory) -> Iterator[Callable[..., Path]]:
     import shutil
     import tempfile
 
-    made: list[Path] = []
+    directories: list[Path] = []
 
     def make(args: list[str], edit: Callable[[dict[str, Any]], None] | None = None) -> Path:
         bundle = make_bundle(args, edit)
         directory = Path(tempfile.mkdtemp(prefix="dockyard-userns-"))
         directory.chmod(0o755)
-        made.append(directory)
+        directories.append(directory)
         target = directory / "bundle"
         shutil.copytree(bundle, target, symlinks=True)
         return target
 
     yield make
-    for directory in made:
+    for directory in directories:
         shutil.rmtree(directory)
 
 
@@ -500,3 +500,14 @@ def test_user_namespace_maps_root(open_bundle, runner):
     assert lines[0] == "0"
     assert lines[1:4] == ["0", "200000", "65536"]
     assert lines[4] == "1"
+
+
+def test_cgroup_in_use_is_rejected(make_bundle, lifecycle, state_root):
+    first = make_bundle(["sleep", "30"])
+    path = json.loads((first / "config.json").read_text())["linux"]["cgroupsPath"]
+    lifecycle("owner", first)
+    second = make_bundle(["true"], lambda c: c["linux"].update(cgroupsPath=path))
+    with pytest.raises(RuntimeFailure, match="already in use"):
+        lifecycle("intruder", second)
+    assert container.oci_state("owner", state_root)["status"] == "created"
+    assert not (state_root / "intruder").exists()

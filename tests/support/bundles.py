@@ -1,6 +1,6 @@
 """OCI bundles for runtime tests: a busybox root filesystem and a config.json per test.
 
-The root filesystem holds Debian's static busybox (package busybox-static) at
+The root filesystem contains Debian's static busybox (package busybox-static) at
 /bin/busybox and a symlink for every applet it lists, so ``sh``, ``cat``,
 ``mount`` and the rest work inside the container.
 """
@@ -8,6 +8,7 @@ The root filesystem holds Debian's static busybox (package busybox-static) at
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
@@ -69,7 +70,8 @@ def make_bundle(busybox_rootfs: Path, tmp_path: Path) -> Iterator[BundleFactory]
         bundle.mkdir()
         shutil.copytree(busybox_rootfs, bundle / "rootfs", symlinks=True)
         config = spec.default_spec(args)
-        config["linux"]["cgroupsPath"] = f"dockyard-test/{tmp_path.name}-{counter}"
+        # The test process's PID keeps concurrent test runs out of each other's cgroups.
+        config["linux"]["cgroupsPath"] = f"dockyard-test/{os.getpid()}-{tmp_path.name}-{counter}"
         if edit is not None:
             edit(config)
         (bundle / "config.json").write_text(json.dumps(config, indent=2))

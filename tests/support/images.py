@@ -16,9 +16,11 @@ Images (repository ``test/<name>``, tag ``latest``):
   unpacking (whiteouts, opaque directories, type changes, hardlinks, a file
   capability). ``LAYERED_EXPECTED`` lists the resulting filesystem.
 - ``multiarch``: an OCI index with linux/amd64, linux/arm64 and linux/arm/v7
-  images, each with its own config and a layer holding ``/platform.txt``.
-- ``zstd`` and ``plain``: the busybox layer plus a small second layer, with
-  zstd-compressed and uncompressed layers.
+  images, each with its own config and one layer whose ``/platform.txt``
+  contains the platform and a newline (``"linux/arm/v7\n"``).
+- ``zstd`` and ``plain``: the busybox layer plus a second layer with
+  ``/etc/image-name`` (``"zstd\n"``, ``"plain\n"``), both layers
+  zstd-compressed or uncompressed.
 
 The session fixture ``test_images`` builds and pushes all of them once per
 session and returns an ``ImageSet``. ``python -m tests.support.images push

@@ -19,9 +19,14 @@ Tables:
 - ``blob_sources``: repositories a blob was pulled from or pushed to, so a push
   to another repository of the same registry can mount it instead of uploading.
 
-Containers are stored by another part of the engine in a ``containers`` table
-with an ``image_id`` column. This module only reads that table, and only when
-it exists, to keep an image in use from being removed.
+Schema version 2 adds the container and volume tables:
+
+- ``containers``: one row per container. The create body, merged with the
+  image's config, is stored as JSON in ``config``; the lifecycle fields
+  (``status``, ``pid``, ``exit_code``, ...) are columns because the monitor
+  updates them on every start and exit. ``image_id`` keeps the image from
+  being removed while the container exists.
+- ``volumes``: named and anonymous volumes of the ``local`` driver.
 """
 
 from __future__ import annotations
@@ -35,12 +40,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from dockyard.errors import StoreError
+from dockyard.errors import Conflict, StoreError
 
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 30_000
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Each entry migrates the schema from version N (its index) to N + 1.
 MIGRATIONS: tuple[str, ...] = (
@@ -98,7 +103,42 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (digest, repository)
     );
     """,
+    """
+    CREATE TABLE containers (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        image TEXT NOT NULL,
+        image_id TEXT NOT NULL,
+        created TEXT NOT NULL,
+        config TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'created',
+        pid INTEGER NOT NULL DEFAULT 0,
+        exit_code INTEGER NOT NULL DEFAULT 0,
+        error TEXT NOT NULL DEFAULT '',
+        started_at TEXT NOT NULL DEFAULT '',
+        finished_at TEXT NOT NULL DEFAULT '',
+        oom_killed INTEGER NOT NULL DEFAULT 0,
+        restart_count INTEGER NOT NULL DEFAULT 0,
+        manually_stopped INTEGER NOT NULL DEFAULT 0,
+        monitor_pid INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX containers_image_id ON containers(image_id);
+    CREATE TABLE volumes (
+        name TEXT PRIMARY KEY,
+        driver TEXT NOT NULL,
+        created TEXT NOT NULL,
+        labels TEXT NOT NULL DEFAULT '{}',
+        options TEXT NOT NULL DEFAULT '{}',
+        anonymous INTEGER NOT NULL DEFAULT 0
+    );
+    """,
 )
+
+# Columns of ``containers`` that ``update_container`` may change.
+CONTAINER_STATE_COLUMNS = frozenset({
+    "status", "pid", "exit_code", "error", "started_at", "finished_at", "oom_killed",
+    "restart_count", "manually_stopped", "monitor_pid",
+})
 
 
 @dataclass(frozen=True)
@@ -472,6 +512,88 @@ class State:
     def forget_blob_sources(self, digests: Iterable[str]) -> None:
         with self.transaction() as db:
             db.executemany("DELETE FROM blob_sources WHERE digest = ?", [(digest,) for digest in digests])
+
+    # -- containers --------------------------------------------------------
+
+    def add_container(self, row: dict) -> None:
+        """Insert a container row; raises Conflict with Docker's wording when the name is taken."""
+        with self.transaction() as db:
+            taken = db.execute("SELECT id FROM containers WHERE name = ?", (row["name"],)).fetchone()
+            if taken is not None:
+                raise name_conflict(row["name"], taken[0])
+            columns = ", ".join(row)
+            marks = ", ".join("?" for _ in row)
+            db.execute(f"INSERT INTO containers ({columns}) VALUES ({marks})", tuple(row.values()))
+
+    def container(self, container_id: str) -> dict | None:
+        rows = self._query("SELECT * FROM containers WHERE id = ?", (container_id,))
+        return dict(rows[0]) if rows else None
+
+    def containers(self) -> list[dict]:
+        """Return every container row, the most recently created first."""
+        return [dict(row) for row in self._query("SELECT * FROM containers ORDER BY created DESC")]
+
+    def container_id_for_name(self, name: str) -> str | None:
+        rows = self._query("SELECT id FROM containers WHERE name = ?", (name,))
+        return rows[0][0] if rows else None
+
+    def container_ids_with_prefix(self, prefix: str) -> list[str]:
+        if not prefix or any(char not in "0123456789abcdef" for char in prefix):
+            return []
+        return [row[0] for row in self._query("SELECT id FROM containers WHERE id LIKE ?", (prefix + "%",))]
+
+    def update_container(self, container_id: str, **fields: object) -> None:
+        """Change lifecycle columns of one container; a missing row is left missing."""
+        unknown = set(fields) - CONTAINER_STATE_COLUMNS
+        if unknown:
+            raise StoreError(f"cannot update container columns {sorted(unknown)}: not lifecycle columns")
+        if not fields:
+            return
+        assignments = ", ".join(f"{column} = ?" for column in fields)
+        with self.transaction() as db:
+            db.execute(f"UPDATE containers SET {assignments} WHERE id = ?", (*fields.values(), container_id))
+
+    def rename_container(self, container_id: str, name: str) -> None:
+        with self.transaction() as db:
+            taken = db.execute("SELECT id FROM containers WHERE name = ?", (name,)).fetchone()
+            if taken is not None and taken[0] != container_id:
+                raise name_conflict(name, taken[0])
+            db.execute("UPDATE containers SET name = ? WHERE id = ?", (name, container_id))
+
+    def delete_container(self, container_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM containers WHERE id = ?", (container_id,))
+
+    # -- volumes -----------------------------------------------------------
+
+    def add_volume(self, row: dict) -> bool:
+        """Insert a volume row unless one with that name exists; returns whether it was inserted."""
+        with self.transaction() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO volumes (name, driver, created, labels, options, anonymous)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (row["name"], row["driver"], row["created"], row["labels"], row["options"], row["anonymous"]),
+            )
+            return cursor.rowcount == 1
+
+    def volume(self, name: str) -> dict | None:
+        rows = self._query("SELECT * FROM volumes WHERE name = ?", (name,))
+        return dict(rows[0]) if rows else None
+
+    def volumes(self) -> list[dict]:
+        return [dict(row) for row in self._query("SELECT * FROM volumes ORDER BY name")]
+
+    def delete_volume(self, name: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM volumes WHERE name = ?", (name,))
+
+
+def name_conflict(name: str, holder: str) -> Conflict:
+    """Return Docker's error for a container name that another container holds."""
+    return Conflict(
+        f'Conflict. The container name "/{name}" is already in use by container "{holder}". '
+        "You have to remove (or rename) that container to be able to reuse that name."
+    )
 
 
 def _image_record(row: sqlite3.Row) -> ImageRecord:

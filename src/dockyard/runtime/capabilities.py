@@ -86,7 +86,7 @@ SETS = ("bounding", "effective", "permitted", "inheritable", "ambient")
 
 
 def last_cap() -> int:
-    """Return the highest capability number the running kernel knows."""
+    """Return the highest capability number the running kernel supports."""
     with open("/proc/sys/kernel/cap_last_cap") as file:
         return int(file.read())
 

@@ -2,7 +2,7 @@
 
 The lifecycle follows the OCI runtime spec and runc. ``create`` leaves the
 container's init set up and blocked on the exec FIFO in the container's state
-directory; ``start`` opens the FIFO's other end, which lets the init exec the
+directory. ``start`` opens the FIFO's other end, which lets the init exec the
 user's program. The init is not a child of the caller: its first parent
 exits, so it is reparented to the nearest subreaper (the engine's monitor) or
 to PID 1. ``run`` makes the caller a subreaper so it can wait for it.
@@ -223,7 +223,7 @@ def _undo_create(directory: Path, cgroup: Cgroup | None, pid: int | None) -> Non
         _wait_gone(pid, 10.0)
     if cgroup is not None:
         try:
-            cgroup.destroy()
+            cgroup.remove_created()
         except RuntimeFailure as error:
             log.error("cleaning up after a failed create: %s", error)
     _remove_state_dir(directory)
@@ -282,7 +282,7 @@ def start(container_id: str, state_root: str | Path = DEFAULT_STATE_ROOT, timeou
             if not container.alive():
                 raise RuntimeFailure(f"cannot start container {container_id}: its init process {container.pid} exited")
             if time.monotonic() > deadline:
-                raise RuntimeFailure(f"cannot start container {container_id}: init did not answer within {timeout} s")
+                raise RuntimeFailure(f"cannot start container {container_id}: timed out after {timeout} s waiting for its init")
     finally:
         os.close(reader)
     container.fifo.unlink()

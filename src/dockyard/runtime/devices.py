@@ -45,8 +45,8 @@ def create(rootfs: Path, spec_devices: list[dict[str, Any]], bind: bool) -> None
         {"path": path, "type": kind, "major": major, "minor": minor, "fileMode": 0o666, "uid": 0, "gid": 0}
         for path, kind, major, minor in DEFAULT_DEVICES
     ]
-    wanted = {device["path"] for device in spec_devices}
-    devices = [device for device in devices if device["path"] not in wanted] + list(spec_devices)
+    requested = {device["path"] for device in spec_devices}
+    devices = [device for device in devices if device["path"] not in requested] + list(spec_devices)
     for device in devices:
         if bind:
             _bind_device(rootfs, device)

@@ -2,7 +2,7 @@
 
 ``bring_up`` runs in a process forked by ``container.create`` and is one
 linear sequence on purpose, because the order of the steps is what makes it
-correct: each step says why it sits where it does. It forks once more in the
+correct, so each step's comment gives the reason for its place. It forks once more in the
 middle, so that the process that execs the user's program is PID 1 of the new
 PID namespace; the first process reports that PID and exits.
 
@@ -42,7 +42,7 @@ EXIT_NOT_EXECUTABLE = 126
 
 @dataclass
 class InitContext:
-    """What the bring-up needs, handed over by fork rather than serialized."""
+    """Inputs of the bring-up, handed over by fork rather than serialized."""
 
     container_id: str
     config: dict[str, Any]
@@ -112,8 +112,8 @@ def bring_up(context: InitContext, reporter: Reporter) -> NoReturn:
         namespaces.join(kind, fd)
 
     # The user namespace comes first, so every namespace created after it is
-    # owned by it and the init holds capabilities there. Only the runtime,
-    # outside, can write the ID maps; the init waits until it has.
+    # owned by it and the init has capabilities there. Only the runtime,
+    # outside, can write the ID maps, so the init waits until it has.
     if "user" in spaces.new:
         reporter.step("creating the user namespace")
         namespaces.unshare(libc.CLONE_NEWUSER)
@@ -233,9 +233,9 @@ def bring_up(context: InitContext, reporter: Reporter) -> NoReturn:
         reporter.step("loading the seccomp filter")
         seccomp.load(seccomp_config)
 
-    # Capabilities: the bounding set is dropped while CAP_SETPCAP is still
-    # held; KEEPCAPS keeps the permitted set across setuid to a non-root
-    # user; capset then sets the exact sets and ambient ones are raised last.
+    # The bounding set is dropped while CAP_SETPCAP is still held. KEEPCAPS
+    # keeps the permitted set across setuid to a non-root user. capset then
+    # sets the exact sets, and ambient capabilities are raised last.
     reporter.step("dropping bounding capabilities")
     spec_caps = process.get("capabilities") or {}
     capabilities.drop_bounding(capabilities.mask(spec_caps.get("bounding", [])))

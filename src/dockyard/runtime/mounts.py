@@ -64,8 +64,8 @@ PROPAGATION_OPTIONS = {
     "runbindable": libc.MS_UNBINDABLE | libc.MS_REC,
 }
 
-# statvfs f_flag bits (ST_*) and the mount flags they report; a remount must repeat
-# them, because in a user namespace the kernel rejects clearing a locked flag.
+# statvfs f_flag bits (ST_*) and the mount flags they report. A remount repeats
+# them because in a user namespace the kernel rejects clearing a locked flag.
 STATVFS_FLAGS = {
     1: libc.MS_RDONLY,
     2: libc.MS_NOSUID,
@@ -273,8 +273,8 @@ def pivot(rootfs: Path) -> None:
     """Make ``rootfs`` the root and detach the old root.
 
     pivot_root(".", ".") stacks the old root on top of the new one at the
-    same place; unmounting "." then removes the old root without needing a
-    directory for it inside the container. The old root is made slave first
+    same place. Unmounting "." then removes the old root, so no directory
+    for it is needed inside the container. The old root is made slave first
     so that the unmount does not propagate to the host.
     """
     os.chdir(rootfs)

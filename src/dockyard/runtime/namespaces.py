@@ -24,7 +24,7 @@ FLAGS = {
 
 
 class Namespaces:
-    """The namespaces a container asks for, split into new ones and ones to join."""
+    """The namespaces a container requests, split into new ones and ones to join."""
 
     def __init__(self, entries: list[dict[str, Any]]) -> None:
         self.new: set[str] = set()

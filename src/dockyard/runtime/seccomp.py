@@ -109,8 +109,8 @@ def action_value(name: str, errno_ret: int | None, default_errno: int | None = N
 def load(config: dict[str, Any]) -> None:
     """Build the filter described by a spec's ``linux.seccomp`` and load it into this thread.
 
-    libseccomp is told not to set no_new_privs itself: that stays under the
-    control of ``process.noNewPrivileges``. Loading without no_new_privs
+    libseccomp's CTL_NNP attribute is cleared so that it does not set
+    no_new_privs itself, which stays under ``process.noNewPrivileges``. Loading without no_new_privs
     needs CAP_SYS_ADMIN, so the caller loads the filter before dropping it.
     Syscall names this libseccomp does not know are skipped, as runc does.
     """

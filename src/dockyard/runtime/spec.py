@@ -250,6 +250,7 @@ def load(bundle: Path) -> dict[str, Any]:
         raise RuntimeFailure(f"cannot read {path}: {error}") from None
     if not isinstance(config, dict):
         raise RuntimeFailure(f"{path}: expected a JSON object")
+
     version = config.get("ociVersion", "")
     if not isinstance(version, str) or not version.startswith("1."):
         raise RuntimeFailure(f"{path}: unsupported ociVersion {version!r}, expected 1.x")
@@ -260,6 +261,7 @@ def load(bundle: Path) -> dict[str, Any]:
         raise RuntimeFailure(f"{path}: process.cwd {process['cwd']!r} is not an absolute path")
     if "root" not in config or not config["root"].get("path"):
         raise RuntimeFailure(f"{path}: root.path is missing")
+
     for name in ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"):
         if config.get("hooks", {}).get(name):
             raise RuntimeFailure(f"{path}: hooks.{name} is not supported by dockyard-runtime")

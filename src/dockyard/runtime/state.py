@@ -36,7 +36,7 @@ def validate_id(container_id: str) -> str:
 def process_start_time(pid: int) -> int | None:
     """Return the start time of a process in clock ticks (field 22 of /proc/PID/stat), or None if it is gone.
 
-    A zombie counts as gone. The start time tells a live container init from
+    A zombie counts as gone. The start time distinguishes a live container init from
     an unrelated process that reused its PID.
     """
     try:

@@ -1,7 +1,7 @@
 """A container's cgroup in every mounted hierarchy: v1, v2 (unified) or hybrid.
 
 Hybrid hosts mount v1 hierarchies for the controllers and a cgroup2 tree
-(often at ``/sys/fs/cgroup/unified``) that holds few or no controllers. A
+(often at ``/sys/fs/cgroup/unified``) that contains few or no controllers. A
 container joins every hierarchy, so its processes are also found through
 the v2 tree.
 
@@ -138,7 +138,14 @@ class Cgroup:
         return cls(cgroups_path, [(hierarchy, resolve(hierarchy, cgroups_path, own)) for hierarchy in found])
 
     def create(self, resources: dict[str, Any], devices: list[dict[str, Any]]) -> None:
-        """Make the directories and write the spec's linux.resources; raises RuntimeFailure."""
+        """Make the directories and write the spec's linux.resources; raises RuntimeFailure.
+
+        A leaf that already contains processes belongs to someone else, and
+        joining it would let this container's delete kill them, so it is rejected.
+        """
+        busy = self.pids()
+        if busy:
+            raise RuntimeFailure(f"cgroup {self.path} is already in use by processes {sorted(busy)[:5]}")
         for hierarchy, directory in self.directories:
             self._make(hierarchy, directory)
             if hierarchy.version == 1:
@@ -215,6 +222,15 @@ class Cgroup:
         self.kill_all()
         leaves = [directory for _, directory in self.directories]
         for path in leaves + sorted(self.created, key=lambda p: len(p.parts), reverse=True):
+            self._remove(path, must=path in leaves)
+
+    def remove_created(self) -> None:
+        """Remove only the directories this object created, deepest first, killing nothing.
+
+        This undoes a failed create without touching a cgroup that existed before.
+        """
+        leaves = {directory for _, directory in self.directories}
+        for path in sorted(self.created, key=lambda p: len(p.parts), reverse=True):
             self._remove(path, must=path in leaves)
 
     def _remove(self, path: Path, must: bool) -> None:

@@ -1,0 +1,188 @@
+"""A container's files: its writable layer, the overlay root, and /etc/hosts, hostname, resolv.conf.
+
+Paths of container ``<id>``:
+
+- ``<root>/containers/<id>/``: kept across reboots. ``diff/`` is the upper
+  (writable) directory of the overlay, ``work/`` its work directory, and
+  ``hosts``, ``hostname``, ``resolv.conf`` and ``<id>-json.log`` (with its
+  rotated files) sit beside them.
+- ``<run root>/containers/<id>/``: the OCI bundle, gone at reboot.
+  ``config.json``, the ``rootfs/`` mount point, ``monitor.json`` (what the
+  monitor needs to start the container) and the console socket.
+
+The overlay is mounted in the host's mount namespace when the container
+starts and unmounted when it exits; the runtime then sees it as an ordinary
+directory. This module is imported by the monitor, so it stays small.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+from pathlib import Path
+
+from dockyard.errors import RuntimeFailure
+
+log = logging.getLogger(__name__)
+
+# The mount data of an overlay must fit in one page (4096 bytes on x86-64);
+# longer lowerdir lists fail with EINVAL.
+MAX_MOUNT_DATA = 4095
+
+
+def container_dir(root: Path, container_id: str) -> Path:
+    return Path(root) / "containers" / container_id
+
+
+def bundle_dir(run_root: Path, container_id: str) -> Path:
+    return Path(run_root) / "containers" / container_id
+
+
+def log_path(root: Path, container_id: str) -> Path:
+    return container_dir(root, container_id) / f"{container_id}-json.log"
+
+
+def prepare(root: Path, run_root: Path, container_id: str) -> None:
+    """Create the container's upper, work and bundle directories."""
+    directory = container_dir(root, container_id)
+    for path in (directory / "diff", directory / "work", bundle_dir(run_root, container_id) / "rootfs"):
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # The upper directory becomes the container's "/" and must be searchable by every user.
+    (directory / "diff").chmod(0o755)
+    (directory / "empty").mkdir(exist_ok=True, mode=0o755)
+
+
+def is_mounted(target: Path) -> bool:
+    text = str(target)
+    with open("/proc/self/mountinfo") as mountinfo:
+        for line in mountinfo:
+            if line.split()[4] == text:
+                return True
+    return False
+
+
+def mount(root: Path, run_root: Path, container_id: str, lowers: list[str]) -> Path:
+    """Mount the overlay of the image's snapshots (topmost first) and the upper directory; return the target."""
+    from dockyard.runtime import libc
+
+    directory = container_dir(root, container_id)
+    target = bundle_dir(run_root, container_id) / "rootfs"
+    target.mkdir(parents=True, exist_ok=True)
+    if is_mounted(target):
+        return target
+    # An image without layers still needs a lower directory.
+    lower = ":".join(lowers) if lowers else str(directory / "empty")
+    data = f"lowerdir={lower},upperdir={directory / 'diff'},workdir={directory / 'work'}"
+    if len(data) > MAX_MOUNT_DATA:
+        raise RuntimeFailure(
+            f"container {container_id}: overlay mount options are {len(data)} bytes, more than the kernel's "
+            f"{MAX_MOUNT_DATA}; the image has too many layers ({len(lowers)}) for its root path {root}"
+        )
+    log.debug("mounting overlay at %s: %s", target, data)
+    try:
+        libc.mount("overlay", str(target), "overlay", 0, data)
+    except OSError as error:
+        raise RuntimeFailure(f"container {container_id}: mounting the overlay root at {target} failed: {error}") from None
+    return target
+
+
+def unmount(run_root: Path, container_id: str) -> None:
+    """Unmount the container's overlay root, if mounted."""
+    from dockyard.runtime import libc
+
+    target = bundle_dir(run_root, container_id) / "rootfs"
+    if not target.exists() or not is_mounted(target):
+        return
+    log.debug("unmounting %s", target)
+    try:
+        libc.umount2(str(target), 0)
+    except OSError:
+        # Busy (a process still has a file open there): detach it, and the
+        # kernel frees it once unused.
+        libc.umount2(str(target), libc.MNT_DETACH)
+
+
+def write_etc_files(root: Path, container_id: str, hostname: str, host_network: bool) -> dict[str, Path]:
+    """Write the container's /etc/hostname, /etc/hosts and /etc/resolv.conf; return their host paths."""
+    directory = container_dir(root, container_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {name: directory / name for name in ("hostname", "hosts", "resolv.conf")}
+    paths["hostname"].write_text(hostname + "\n")
+    if host_network:
+        hosts = _read_host_file("/etc/hosts", "127.0.0.1\tlocalhost\n")
+    else:
+        hosts = (
+            "127.0.0.1\tlocalhost\n"
+            "::1\tlocalhost ip6-localhost ip6-loopback\n"
+            "fe00::0\tip6-localnet\n"
+            "ff00::0\tip6-mcastprefix\n"
+            "ff02::1\tip6-allnodes\n"
+            "ff02::2\tip6-allrouters\n"
+        )
+    paths["hosts"].write_text(hosts)
+    paths["resolv.conf"].write_text(_resolv_conf(host_network))
+    return paths
+
+
+def _read_host_file(path: str, fallback: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return fallback
+
+
+def _resolv_conf(host_network: bool) -> str:
+    text = _read_host_file("/etc/resolv.conf", "")
+    if host_network:
+        return text
+    # Without host networking a loopback name server (a local caching
+    # resolver) is unreachable from the container, as in Docker.
+    lines = [
+        line for line in text.splitlines()
+        if not (line.startswith("nameserver") and _is_loopback_server(line.split()[1:2]))
+    ]
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def _is_loopback_server(fields: list[str]) -> bool:
+    if not fields:
+        return False
+    address = fields[0]
+    return address.startswith("127.") or address == "::1"
+
+
+def hostname() -> str:
+    return socket.gethostname()
+
+
+def remove_files(root: Path, run_root: Path, container_id: str) -> None:
+    """Delete everything of the container on disk: bundle, upper directory, log, etc files."""
+    unmount(run_root, container_id)
+    for directory in (bundle_dir(run_root, container_id), container_dir(root, container_id)):
+        if directory.exists():
+            log.debug("removing %s", directory)
+            shutil.rmtree(directory, onerror=_raise_remove_error)
+
+
+def _raise_remove_error(function: object, path: str, info: tuple) -> None:
+    error = info[1]
+    raise RuntimeFailure(f"removing {path} failed: {error}")
+
+
+def directory_size(path: Path) -> int:
+    """Sum the sizes of the regular files below ``path``, each hardlinked file once."""
+    total = 0
+    seen: set[tuple[int, int]] = set()
+    for directory, _, files in os.walk(path):
+        for name in files:
+            try:
+                info = os.lstat(os.path.join(directory, name))
+            except OSError:
+                continue
+            key = (info.st_dev, info.st_ino)
+            if key not in seen:
+                seen.add(key)
+                total += info.st_size
+    return total
