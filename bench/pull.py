@@ -35,9 +35,8 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import textwrap
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -340,13 +339,16 @@ def render(pullers: list[Puller], skipped: dict[str, str], details: dict[str, st
 def write_doc(table: str, path: Path) -> None:
     """Replace the pull section of ``path`` (from its heading to the next ``## ``) with ``table``."""
     heading = "## Pull: Debian bookworm minbase from a local registry"
-    intro = (
-        "Each round pulls the same image once with each tool, after removing the previous copy. "
-        "The image is `debootstrap --variant=minbase bookworm`, one gzip layer, served by "
-        "`docker-registry` on 127.0.0.1. The floor is `skopeo copy` to an OCI layout plus "
-        "`gzip -dc | tar -x` of the layer; dockyard starts from an empty `DOCKYARD_ROOT` each round; "
-        "docker is a private dockerd with its own data root, and `docker rmi` runs between rounds. "
-        "Times are wall-clock seconds, page cache warm. Produced by `bench/pull.py`."
+    intro = textwrap.fill(
+        "Each round pulls the same image once with each tool, after removing the previous copy "
+        "and calling `sync`. The image is `debootstrap --variant=minbase bookworm` without package "
+        "caches, docs and locales, as one gzip layer, served by `docker-registry` on 127.0.0.1. "
+        "The floor is `skopeo copy` to an OCI layout plus `gzip -dc | tar -x` of the layer. "
+        "dockyard starts from an empty `DOCKYARD_ROOT` each round. docker is a private dockerd "
+        "with its own data root that pulls straight from 127.0.0.1, and `docker rmi` runs between "
+        "rounds. Times are wall-clock seconds with a warm page cache. Produced by `bench/pull.py`. "
+        "[bench/README.md](../bench/README.md) describes the method.",
+        width=78,
     )
     section = f"{heading}\n\n{intro}\n\n{table}"
     text = path.read_text() if path.exists() else "# Benchmarks\n\nMeasured numbers only; each section names the script that produced it.\n\n"

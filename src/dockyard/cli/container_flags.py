@@ -805,3 +805,65 @@ def _add_lifecycle(args: argparse.Namespace, host: dict[str, Any]) -> None:
     if args.log_driver or args.log_opt:
         options = dict(_convert("--log-opt", value, parse_log_opt) for value in args.log_opt)
         host["LogConfig"] = {"Type": LOG_DRIVER, "Config": options}
+
+
+# -- times for logs --since and --until ---------------------------------------------------
+
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_DATE_TIME = re.compile(
+    r"(\d{4}-\d\d-\d\d)(?:T(\d\d:\d\d(?::\d\d)?)(\.\d{1,9})?)?(Z|[+-]\d\d:\d\d)?"
+)
+
+
+def parse_go_duration(text: str) -> float:
+    """Parse a Go duration such as ``10m``, ``1h30m`` or ``1.5s`` into seconds (an optional sign first)."""
+    sign = 1.0
+    body = text
+    if body[:1] in "+-" and body:
+        sign = -1.0 if body[0] == "-" else 1.0
+        body = body[1:]
+    if body == "0":
+        return 0.0
+    position = 0
+    total = 0.0
+    for match in _DURATION_PART.finditer(body):
+        if match.start() != position:
+            break
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        position = match.end()
+    if not body or position != len(body):
+        raise InvalidArgument(f'time: invalid duration "{text}"')
+    return sign * total
+
+
+def parse_log_time(text: str, now: float) -> float:
+    """Parse ``--since``/``--until``: a Go duration before ``now``, an RFC 3339 date or time, or Unix seconds.
+
+    A date or time without a zone is local time, as in the Docker CLI.
+    """
+    value = text.strip()
+    if re.fullmatch(r"\d+(\.\d{1,9})?", value):
+        return float(value)
+    try:
+        return now - parse_go_duration(value)
+    except InvalidArgument:
+        pass
+    match = _DATE_TIME.fullmatch(value)
+    if not match:
+        raise InvalidArgument(f'failed to parse value as time or duration: "{text}"')
+    from datetime import datetime, timezone
+
+    date, clock, fraction, zone = match.groups()
+    clock = clock or "00:00:00"
+    if clock.count(":") == 1:
+        clock += ":00"
+    try:
+        moment = datetime.fromisoformat(f"{date}T{clock}")
+    except ValueError:
+        raise InvalidArgument(f'failed to parse value as time or duration: "{text}"') from None
+    if zone == "Z":
+        moment = moment.replace(tzinfo=timezone.utc)
+    elif zone:
+        moment = datetime.fromisoformat(f"{date}T{clock}{zone}")
+    return moment.timestamp() + (float(fraction) if fraction else 0.0)

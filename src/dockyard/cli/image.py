@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_list(subparsers, "images")
     add_tag(subparsers, "tag")
     add_remove(subparsers, "rmi")
-    add_inspect(subparsers, "inspect")
+    add_inspect(subparsers, "inspect", object_types=("container", "image"))
     add_history(subparsers, "history")
     add_save(subparsers, "save")
     add_load(subparsers, "load")
@@ -302,31 +302,51 @@ def prune(args: argparse.Namespace, context: "Context") -> int:
 # -- inspect and history ---------------------------------------------------------------
 
 
-def add_inspect(subparsers: argparse._SubParsersAction, name: str) -> None:
-    parser = _command(subparsers, name, inspect, "Show detailed information on one or more images")
-    parser.add_argument("images", nargs="+", metavar="IMAGE")
+def add_inspect(subparsers: argparse._SubParsersAction, name: str,
+                object_types: tuple[str, ...] = ("image",)) -> None:
+    """Add an inspect command; the top-level one looks up containers first, then images, as Docker does."""
+    if object_types == ("image",):
+        help_text = "Show detailed information on one or more images"
+    else:
+        help_text = "Show detailed information on containers or images"
+    parser = _command(subparsers, name, inspect, help_text)
+    parser.add_argument("images", nargs="+", metavar="IMAGE" if object_types == ("image",) else "NAME|ID")
     parser.add_argument("-f", "--format", help="'json' or a Go template such as '{{.Id}}' or '{{json .Config}}'")
-    parser.add_argument("--type", choices=["image"], help="only images can be inspected so far")
+    if len(object_types) > 1:
+        parser.add_argument("--type", choices=list(object_types), help="only look up objects of this type")
+    parser.set_defaults(object_types=object_types)
+
+
+def _inspect_one(context: "Context", name: str, object_types: tuple[str, ...]) -> tuple[dict | None, str]:
+    """Return the first object of ``object_types`` named ``name``, or None and the error message."""
+    from dockyard.errors import NotFound
+
+    message = f"No such object: {name}"
+    for object_type in object_types:
+        service = context.engine.containers if object_type == "container" else context.engine.images
+        try:
+            return service.inspect(name), ""
+        except NotFound as error:
+            if len(object_types) == 1:
+                message = str(error)
+    return None, message
 
 
 def inspect(args: argparse.Namespace, context: "Context") -> int:
-    import json
+    from dockyard.cli.container import write_inspect
 
-    from dockyard.cli import render
-    from dockyard.errors import NotFound
-
+    object_types = args.object_types
+    if getattr(args, "type", None):
+        object_types = (args.type,)
     found: list[dict] = []
     missing: list[str] = []
     for name in args.images:
-        try:
-            found.append(context.engine.images.inspect(name))
-        except NotFound as error:
-            missing.append(str(error))
-    if args.format and args.format != "json":
-        template = render.Template(args.format.replace("\\t", "\t").replace("\\n", "\n"))
-        sys.stdout.write("".join(template.render(item) + "\n" for item in found))
-    else:
-        sys.stdout.write(json.dumps(found, indent=4, ensure_ascii=False) + "\n")
+        result, message = _inspect_one(context, name, object_types)
+        if result is not None:
+            found.append(result)
+        else:
+            missing.append(message)
+    write_inspect(found, args.format)
     for message in missing:
         print(f"Error: {message}", file=sys.stderr)
     return ENGINE_ERROR_EXIT if missing else 0

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from dockyard.engine import Engine
 
 # Modules under dockyard.cli that register commands, in the order of `dockyard --help`.
-COMMAND_MODULES = ("image",)
+COMMAND_MODULES = ("container", "image")
 
 
 @dataclass
