@@ -9,4 +9,5 @@ pytest_plugins: list[str] = [
     "tests.support.leaks",
     "tests.support.bundles",
     "tests.support.cli",
+    "tests.support.containers",
 ]

@@ -25,6 +25,7 @@ or option) and, where there is one, what to do next.
     ├── ContainerError
     │   └── ContainerNotFound (also NotFound)
     ├── RuntimeFailure             the OCI runtime could not set up or start
+    │   └── ExecFailed             a process could not be started in a running container
     ├── NetworkError
     └── BuildError
 """
@@ -134,6 +135,20 @@ class ContainerNotFound(ContainerError, NotFound):
 
 class RuntimeFailure(DockyardError):
     """The OCI runtime could not set up or start a container."""
+
+
+class ExecFailed(RuntimeFailure):
+    """A process could not be started inside a running container (``exec``).
+
+    The exit code is Docker's: 127 when the program is not found, 126 for
+    any other failure to start it.
+    """
+
+    def __init__(self, reason: str, exit_code: int = 126, container_id: str | None = None) -> None:
+        super().__init__(f"OCI runtime exec failed: exec failed: unable to start container process: {reason}")
+        self.reason = reason
+        self.exit_code = exit_code
+        self.container_id = container_id
 
 
 class NetworkError(DockyardError):

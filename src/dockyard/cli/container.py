@@ -3,9 +3,9 @@
 Each command is registered at the top level (``dockyard ps``, ``dockyard rm``)
 and in the ``container`` group (``dockyard container ls``, ``container rm``,
 ``container prune``, ``container inspect``), as Docker does. The flags of
-``run`` and ``create`` and their conversion into the engine's create body
-live in ``container_flags``; the streaming of a foreground container's
-input and output lives in ``container_io``.
+``run`` and ``create``, and their conversion into the engine's create body,
+live in ``container_flags``. The streaming of a foreground container's input
+and output lives in ``container_io``.
 
 Exit codes follow Docker: 125 when ``run`` or ``create`` fails before the
 container runs, the container's own exit code after it ran (126 and 127 when
@@ -128,7 +128,7 @@ def add_create(subparsers: argparse._SubParsersAction, name: str) -> None:
 
 
 def create_container(context: "Context", request: container_flags.CreateRequest) -> str:
-    """Create the container, pulling its image first as the ``--pull`` policy says; return the full ID."""
+    """Create the container and return its full ID, pulling the image first as the ``--pull`` policy requests."""
     from dockyard.errors import ImageNotFound
 
     containers = context.engine.containers
@@ -197,7 +197,12 @@ def stream_container(context: "Context", container_id: str, *, tty: bool, stdin:
     attachment = containers.attach(container_id, stdin=stdin, stdout=True, stderr=True)
     stdin_stream, stdout_stream, stderr_stream = container_io.binary_stdio()
     raw = tty and stdin and sys.stdin.isatty()
-    terminal_fd = sys.stdout.fileno() if sys.stdout.isatty() else (0 if raw else None)
+    # The terminal whose size the container's PTY follows: our stdout's, else our stdin's.
+    terminal_fd: int | None = None
+    if sys.stdout.isatty():
+        terminal_fd = sys.stdout.fileno()
+    elif raw:
+        terminal_fd = sys.stdin.fileno()
 
     def resize() -> None:
         size = container_io.terminal_size(terminal_fd) if terminal_fd is not None else None
@@ -211,8 +216,12 @@ def stream_container(context: "Context", container_id: str, *, tty: bool, stdin:
         forward if sig_proxy and not tty else None,
         resize if tty and terminal_fd is not None else None,
     )
+    # An auto-removed container's exit code is gone with it, so the wait
+    # begins before the start, as in the Docker CLI.
+    waiter = ExitWaiter(context, container_id, "removed" if auto_remove else "next-exit")
+    waiter.start()
     try:
-        with proxy, (container_io.raw_terminal(0) if raw else contextlib.nullcontext()):
+        with proxy, (container_io.raw_terminal(sys.stdin.fileno()) if raw else contextlib.nullcontext()):
             if start:
                 try:
                     containers.start(container_id)
@@ -230,16 +239,45 @@ def stream_container(context: "Context", container_id: str, *, tty: bool, stdin:
             )
     finally:
         attachment.close()
-    return wait_exit_code(context, container_id, auto_remove)
+    return waiter.exit_code()
 
 
-def wait_exit_code(context: "Context", container_id: str, auto_remove: bool) -> int:
-    """Wait for the container to stop and return its exit code; with ``auto_remove``, until it is removed too."""
-    result = context.engine.containers.wait(container_id, condition="removed" if auto_remove else "not-running")
-    error = result.get("Error")
-    if error and error.get("Message"):
-        print(f"Error: {error['Message']}", file=sys.stderr)
-    return int(result.get("StatusCode", 0))
+class ExitWaiter:
+    """A thread that waits for a container to reach a wait condition and keeps the result."""
+
+    def __init__(self, context: "Context", container_id: str, condition: str) -> None:
+        import threading
+
+        self.containers = context.engine.containers
+        self.container_id = container_id
+        self.condition = condition
+        self.result: dict | None = None
+        self.error: BaseException | None = None
+        self._running = threading.Event()
+        self._thread = threading.Thread(target=self._wait, daemon=True, name="wait")
+
+    def start(self) -> None:
+        self._thread.start()
+        self._running.wait()
+
+    def _wait(self) -> None:
+        self._running.set()
+        try:
+            self.result = self.containers.wait(self.container_id, condition=self.condition)
+        except BaseException as error:  # noqa: BLE001 - re-raised in the main thread by exit_code()
+            self.error = error
+
+    def exit_code(self) -> int:
+        """Return the container's exit code once the condition is met; print the exit error, if any."""
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+        result = self.result or {}
+        error = result.get("Error")
+        message = error.get("Message") if isinstance(error, dict) else error
+        if message:
+            print(f"Error: {message}", file=sys.stderr)
+        return int(result.get("StatusCode") or 0)
 
 
 def _remove_quietly(context: "Context", container_id: str) -> None:
@@ -332,7 +370,12 @@ def go_quote(text: str) -> str:
             parts.append(escapes[character])
         elif not character.isprintable():
             code = ord(character)
-            parts.append(f"\\x{code:02x}" if code < 0x80 else (f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"))
+            if code < 0x80:
+                parts.append(f"\\x{code:02x}")
+            elif code < 0x10000:
+                parts.append(f"\\u{code:04x}")
+            else:
+                parts.append(f"\\U{code:08x}")
         else:
             parts.append(character)
     return '"' + "".join(parts) + '"'
@@ -416,7 +459,11 @@ def list_containers(args: argparse.Namespace, context: "Context") -> int:
     from dockyard.cli.image import parse_filters
 
     filters = parse_filters(args.filter)
-    limit = 1 if args.latest else (args.last if args.last > 0 else None)
+    limit = None
+    if args.latest:
+        limit = 1
+    elif args.last > 0:
+        limit = args.last
     # -n and -l show containers in any state, as in Docker.
     show_all = args.all or limit is not None
     containers = context.engine.containers

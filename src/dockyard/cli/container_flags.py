@@ -91,7 +91,7 @@ def parse_int(text: str) -> int:
     return int(text)
 
 
-# The resource names setrlimit(2) knows, as Docker spells them in --ulimit.
+# The resource names of setrlimit(2), as Docker spells them in --ulimit.
 ULIMIT_NAMES = frozenset({
     "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice",
     "nofile", "nproc", "rss", "rtprio", "rttime", "sigpending", "stack",
@@ -630,7 +630,7 @@ def add_create_flags(parser: argparse.ArgumentParser, run: bool) -> None:
 
 @dataclass
 class CreateRequest:
-    """What ``run`` and ``create`` send to the engine, and how to get the image first."""
+    """The create body for the engine, with the name, platform and pull policy that ``run`` and ``create`` use."""
 
     body: dict[str, Any]
     name: str | None

@@ -3,9 +3,9 @@
 ``pump`` copies the container's output from an engine ``Attachment`` to this
 process's stdout and stderr until the output ends, and forwards stdin to the
 container when asked. Without a TTY the output is stdcopy-framed (see
-``StdcopyDecoder``); with a TTY it is the raw terminal stream, and the
-caller's terminal is put in raw mode (``raw_terminal``) and its size
-changes are sent as resizes. ``SignalProxy`` forwards the signals this
+``StdcopyDecoder``). With a TTY it is the raw terminal stream, so the
+caller's terminal is put in raw mode (``raw_terminal``) and its size changes
+are sent as resizes. ``SignalProxy`` forwards the signals this
 command receives to the container, as ``docker run --sig-proxy`` does.
 """
 
@@ -85,7 +85,25 @@ def pump(attachment: Any, *, tty: bool, stdin: BinaryIO | None, stdout: BinaryIO
     selector.register(attachment.fileno(), selectors.EVENT_READ, "output")
     if wakeup_fd is not None:
         selector.register(wakeup_fd, selectors.EVENT_READ, "wakeup")
+
+    def write(data: bytes) -> None:
+        if decoder is None:
+            stdout.write(data)
+            stdout.flush()
+            return
+        for stream, payload in decoder.feed(data):
+            target = targets.get(stream)
+            if target is None:
+                log.debug("dropping %d bytes of unknown stdcopy stream %d", len(payload), stream)
+                continue
+            target.write(payload)
+            target.flush()
+
     try:
+        # Output the attachment read ahead of its socket (replayed logs, the
+        # bytes after the attach reply) never makes the socket readable.
+        while getattr(attachment, "pending", b""):
+            write(_receive(attachment, CHUNK_SIZE))
         while True:
             for key, _ in selector.select():
                 if key.data == "wakeup":
@@ -97,17 +115,7 @@ def pump(attachment: Any, *, tty: bool, stdin: BinaryIO | None, stdout: BinaryIO
                 data = _receive(attachment, CHUNK_SIZE)
                 if not data:
                     return
-                if decoder is None:
-                    stdout.write(data)
-                    stdout.flush()
-                    continue
-                for stream, payload in decoder.feed(data):
-                    target = targets.get(stream)
-                    if target is None:
-                        log.debug("dropping %d bytes of unknown stdcopy stream %d", len(payload), stream)
-                        continue
-                    target.write(payload)
-                    target.flush()
+                write(data)
     finally:
         selector.close()
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from dockyard.engine import Engine
 
 # Modules under dockyard.cli that register commands, in the order of `dockyard --help`.
-COMMAND_MODULES = ("container", "image")
+COMMAND_MODULES = ("container", "container_tools", "image", "volume")
 
 
 @dataclass
@@ -50,11 +50,17 @@ class Context:
 
 
 class Parser(argparse.ArgumentParser):
-    """An argument parser that exits with Docker's usage-error code, 125."""
+    """An argument parser with the docker CLI's exit codes for usage errors.
+
+    docker exits with 125 for a flag it cannot parse (an unknown flag, or a
+    value the flag rejects) and with 1 for a missing argument or an unknown
+    command.
+    """
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
-        self.exit(125, f"{self.prog}: {message}\nSee '{self.prog} --help'.\n")
+        missing = message.startswith("the following arguments are required") or "invalid choice" in message
+        self.exit(1 if missing else 125, f"{self.prog}: {message}\nSee '{self.prog} --help'.\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,9 +104,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Error: {error}", file=sys.stderr)
         # A command may set Docker's exit code for engine errors; image commands use 1.
         return getattr(args, "error_exit_code", None) or error.exit_code
-    except KeyboardInterrupt:
-        return 130
     except BrokenPipeError:
         # The reader of our output went away (`dockyard images | head`); that is not an error.
         sys.stderr.close()
         return 0
+    except (OSError, EOFError) as error:
+        # A file the user named cannot be opened or written, or standard input ended
+        # at a prompt. The message already names the file.
+        if debug:
+            logging.exception("command failed")
+        print(f"Error: {_describe_os_error(error)}", file=sys.stderr)
+        return getattr(args, "error_exit_code", None) or 125
+    except KeyboardInterrupt:
+        return 130
+
+
+def _describe_os_error(error: OSError | EOFError) -> str:
+    if isinstance(error, EOFError):
+        return "standard input ended before the input the command needs was read"
+    if error.filename is not None:
+        return f"{error.strerror or error}: {error.filename}"
+    return str(error)

@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from dockyard.config import Config
+    from dockyard.engine.containers import ContainerService
     from dockyard.engine.images import ImageService
     from dockyard.engine.state import State
+    from dockyard.engine.volumes import VolumeService
 
 
 class Engine:
@@ -31,6 +33,18 @@ class Engine:
         from dockyard.engine.images import ImageService
 
         return ImageService(self.config, self.state)
+
+    @cached_property
+    def volumes(self) -> "VolumeService":
+        from dockyard.engine.volumes import VolumeService
+
+        return VolumeService(self.config, self.state)
+
+    @cached_property
+    def containers(self) -> "ContainerService":
+        from dockyard.engine.containers import ContainerService
+
+        return ContainerService(self.config, self.state, self.images, self.volumes)
 
     def close(self) -> None:
         if "state" in self.__dict__:

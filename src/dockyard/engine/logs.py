@@ -28,7 +28,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 from dockyard.errors import InvalidArgument, StoreError
 
@@ -188,7 +188,21 @@ def log_files(path: Path) -> list[Path]:
     return files
 
 
-def _parse_line(line: bytes, path: Path) -> LogEntry | None:
+def _collect(file: BinaryIO, joiner: "_Joiner", entries: list[LogEntry]) -> None:
+    """Add the complete lines of ``file`` to ``entries``, leaving the file positioned after the last one."""
+    for line in file:
+        if not line.endswith(b"\n"):
+            # Half-written by the writer: read it again later.
+            file.seek(-len(line), os.SEEK_CUR)
+            break
+        parsed = _parse_line(line)
+        if parsed is not None:
+            joined = joiner.add(parsed)
+            if joined is not None:
+                entries.append(joined)
+
+
+def _parse_line(line: bytes) -> LogEntry | None:
     if not line.strip():
         return None
     try:
@@ -250,38 +264,39 @@ def read(
                 return False
         return True
 
-    entries: list[LogEntry] = []
-    for file_path in log_files(path):
+    # In follow mode the current file is opened first, so that nothing
+    # written while the history is read falls between history and follow.
+    file = None
+    if follow:
         try:
-            with open(file_path, "rb") as file:
-                for line in file:
-                    if not line.endswith(b"\n"):
-                        break
-                    parsed = _parse_line(line, file_path)
-                    if parsed is not None:
-                        joined = joiner.add(parsed)
-                        if joined is not None:
-                            entries.append(joined)
+            file = open(path, "rb")
+        except FileNotFoundError:
+            file = None
+    entries: list[LogEntry] = []
+    files = log_files(path)
+    if file is not None and files and files[-1] == path:
+        files = files[:-1]
+    for file_path in files:
+        try:
+            with open(file_path, "rb") as handle:
+                _collect(handle, joiner, entries)
         except FileNotFoundError:
             # Rotated away between listing and opening.
             continue
+    if file is not None:
+        _collect(file, joiner, entries)
     if not follow:
         entries.extend(joiner.flush())
     selected = [entry for entry in entries if wanted(entry)]
     if tail is not None and tail >= 0:
         selected = selected[-tail:] if tail else []
     yield from selected
-    if not follow:
+    if file is None:
         return
 
-    # Follow: continue from the end of the current file; a rotation shows as
-    # a new inode at the path, whose content is then read from the start.
+    # Follow: continue where the history ended; a rotation shows as a new
+    # inode at the path, whose content is then read from the start.
     try:
-        file = open(path, "rb")
-    except FileNotFoundError:
-        return
-    try:
-        file.seek(0, os.SEEK_END)
         inode = os.fstat(file.fileno()).st_ino
         buffer = b""
         while True:
@@ -290,7 +305,7 @@ def read(
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
                 for line in lines:
-                    parsed = _parse_line(line + b"\n", path)
+                    parsed = _parse_line(line + b"\n")
                     if parsed is None:
                         continue
                     joined = joiner.add(parsed)
@@ -302,6 +317,12 @@ def read(
             except FileNotFoundError:
                 current = inode
             if current != inode:
+                # The open file is the rotated one now. The read above
+                # emptied it, unless the writer added more before rotating.
+                if file.read(1):
+                    file.seek(-1, os.SEEK_CUR)
+                    continue
+                # NOTE: a file rotated twice between two polls (100 ms) is skipped.
                 file.close()
                 file = open(path, "rb")
                 inode = os.fstat(file.fileno()).st_ino

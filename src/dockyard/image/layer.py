@@ -32,11 +32,13 @@ import tarfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, BinaryIO, cast
+from typing import IO, Any, BinaryIO, TypeVar, cast
 
 from dockyard.errors import DockyardError, ImageError, StoreError, UnsafeLayer
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -55,8 +57,13 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 MAX_SYMLINKS = 40
 
 _CHUNK = 1 << 20
+# Decompressed chunks of _CHUNK bytes that the decompressing thread may hold ahead of the reader.
+_PREFETCH_CHUNKS = 8
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# Directory fds an unpacker keeps open between members (see _Unpacker.dirs).
+_DIR_CACHE_SIZE = 64
 # uid_t and gid_t value -1, which chown reads as "leave unchanged".
 _NO_ID = 0xFFFFFFFF
 
@@ -212,6 +219,109 @@ class _ZstdStream(io.RawIOBase):
         super().close()
 
 
+class _Prefetcher(io.RawIOBase):
+    """A reader that calls ``source.read`` in a thread of its own, up to ``_PREFETCH_CHUNKS`` chunks ahead.
+
+    zlib and zstd release the GIL while they decompress, so decompression then
+    runs on another CPU while the caller parses the tar and writes files.
+    ``close`` stops the thread and closes ``source``.
+    """
+
+    def __init__(self, source: IO[bytes]) -> None:
+        import queue
+        import threading
+
+        super().__init__()
+        self._source = source
+        self._chunks: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=_PREFETCH_CHUNKS)
+        self._stop = threading.Event()
+        self._chunk = b""
+        self._position = 0
+        self._error: BaseException | None = None
+        self._eof = False
+        # The thread holds no reference to self, so an unclosed reader is still collected, and closed.
+        self._thread = threading.Thread(
+            target=_prefetch, args=(source, self._chunks, self._stop), name="layer-decompress", daemon=True
+        )
+        self._thread.start()
+
+    def readable(self) -> bool:
+        return True
+
+    def _next_chunk(self) -> bool:
+        """Take the next chunk from the thread; return False at the end of the stream."""
+        if self._error is not None:
+            raise self._error
+        if self._eof:
+            return False
+        item = self._chunks.get()
+        if isinstance(item, BaseException):
+            self._error = item
+            raise item
+        if not item:
+            self._eof = True
+            return False
+        self._chunk, self._position = item, 0
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return self.readall()
+        if self._position >= len(self._chunk) and not self._next_chunk():
+            return b""
+        if self._position == 0 and size >= len(self._chunk):
+            data = self._chunk
+        else:
+            data = self._chunk[self._position : self._position + size]
+        self._position += len(data)
+        return data
+
+    def readall(self) -> bytes:
+        parts = []
+        while data := self.read(_CHUNK):
+            parts.append(data)
+        return b"".join(parts)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self._stop.set()
+        # Emptying the queue wakes a thread that waits to put a chunk, so that it sees the stop.
+        while self._thread.is_alive():
+            while not self._chunks.empty():
+                self._chunks.get_nowait()
+            self._thread.join(timeout=0.05)
+        self._source.close()
+        super().close()
+
+
+def _prefetch(source: IO[bytes], chunks: Any, stop: Any) -> None:
+    """Read ``source`` into the queue ``chunks`` until its end (an empty chunk), an error, or ``stop``."""
+    import queue
+
+    def put(item: bytes | BaseException) -> bool:
+        while not stop.is_set():
+            try:
+                chunks.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    try:
+        while not stop.is_set():
+            data = source.read(_CHUNK)
+            if not put(data) or not data:
+                return
+    except BaseException as error:  # handed to the reading thread, which raises it
+        put(error)
+
+
 def _is_skippable_frame(head: bytes) -> bool:
     """Tell whether ``head`` starts a zstd skippable frame (magic 0x184D2A50 to 0x184D2A5F)."""
     return len(head) == 4 and head[0] & 0xF0 == 0x50 and head[1:] == b"\x2a\x4d\x18"
@@ -224,6 +334,9 @@ def decompressed(fileobj: BinaryIO, media_type: str | None) -> BinaryIO:
     media type. ``media_type``, when given, must be a known layer type, or
     InvalidManifest is raised. When it disagrees with the magic bytes, the
     disagreement is logged and the magic bytes win.
+
+    Compressed input is decompressed ahead in a thread of its own; close the
+    reader to stop that thread when the stream is not read to its end.
     """
     from dockyard.image import mediatypes
 
@@ -247,9 +360,9 @@ def decompressed(fileobj: BinaryIO, media_type: str | None) -> BinaryIO:
     if sniffed == "gzip":
         import gzip
 
-        return gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[return-value]
+        return cast(BinaryIO, _Prefetcher(gzip.GzipFile(fileobj=stream, mode="rb")))
     if sniffed == "zstd":
-        return io.BufferedReader(_ZstdStream(stream), _CHUNK)
+        return cast(BinaryIO, _Prefetcher(io.BufferedReader(_ZstdStream(stream), _CHUNK)))
     return stream
 
 
@@ -414,7 +527,7 @@ def _proc_path(fd: int) -> str:
     return f"/proc/self/fd/{fd}"
 
 
-def _copy_xattrs(source: Path, dest: str, follow_symlinks: bool = True) -> None:
+def _copy_xattrs(source: Path, dest: int | str, follow_symlinks: bool = True) -> None:
     for name in os.listxattr(source, follow_symlinks=False):
         if name.startswith(OVERLAY_XATTR_PREFIXES):
             continue
@@ -422,7 +535,7 @@ def _copy_xattrs(source: Path, dest: str, follow_symlinks: bool = True) -> None:
 
 
 class _Unpacker:
-    """The state of one ``apply``: the snapshot root's fd and the directory times to set last."""
+    """The state of one ``apply``: the snapshot root's fd, open directory fds and the directory times to set last."""
 
     def __init__(self, root_fd: int, target: Path, layer: str, lowers: Sequence[Path]) -> None:
         self.root_fd = root_fd
@@ -433,6 +546,11 @@ class _Unpacker:
         # Directory mtimes in ns, set after all members, because adding an entry changes them.
         self.dir_times: dict[tuple[str, ...], int] = {}
         self.member = ""
+        # Open fds of this snapshot's directories by path, least recently used first. Tar
+        # members of one directory usually follow each other, so most lookups hit.
+        self.dirs: dict[tuple[str, ...], int] = {}
+        # fds dropped from ``dirs`` that the current member may still use; closed after it.
+        self.retired: list[int] = []
 
     def unsafe(self, reason: str) -> UnsafeLayer:
         return UnsafeLayer(self.layer, self.member, reason)
@@ -459,41 +577,100 @@ class _Unpacker:
                 comps.append(comp)
         return tuple(comps)
 
+    # Directory fds ----------------------------------------------------------
+
+    def remember_dir(self, comps: tuple[str, ...], fd: int) -> None:
+        """Cache ``fd`` as the directory ``comps``, retiring the least recently used entry when full."""
+        previous = self.dirs.pop(comps, None)
+        if previous is not None:
+            self.retired.append(previous)
+        self.dirs[comps] = fd
+        if len(self.dirs) > _DIR_CACHE_SIZE:
+            oldest = next(iter(self.dirs))
+            self.retired.append(self.dirs.pop(oldest))
+
+    def forget_dirs(self) -> None:
+        """Drop every cached directory fd, because a directory of this snapshot was removed.
+
+        A cached fd keeps naming the inode it was opened on, so after a removal
+        its path may name something else, such as a symlink put in its place.
+        """
+        self.retired.extend(self.dirs.values())
+        self.dirs.clear()
+
+    def close_retired(self) -> None:
+        while self.retired:
+            os.close(self.retired.pop())
+
+    def close(self) -> None:
+        self.forget_dirs()
+        self.close_retired()
+
     # Walking --------------------------------------------------------------
 
     def open_dir(self, comps: Sequence[str], create: bool) -> int | None:
-        """Open the directory ``comps`` of this snapshot without following symlinks.
+        """Return an fd of the directory ``comps`` of this snapshot, opened without following symlinks.
 
         With ``create``, missing directories are made (with the metadata of the
         same directory in the lower layers, if there is one) and whiteouts on
         the way become opaque directories. Without it, returns None when the
         directory is missing, whited out or not a directory. A symlink on the
-        way raises UnsafeLayer in both cases.
+        way raises UnsafeLayer in both cases. The fd belongs to the directory
+        cache: the caller must not close it, and it stays open until the
+        current member is done.
         """
-        fd = os.dup(self.root_fd)
+        key = tuple(comps)
+        if not key:
+            return self.root_fd
+        cached = self.dirs.pop(key, None)
+        if cached is not None:
+            self.dirs[key] = cached  # now the most recently used
+            return cached
+
+        # Walk from the longest cached prefix. Directories between it and the
+        # target are opened and closed on the way, not cached.
+        start = len(key) - 1
+        while start > 0 and key[:start] not in self.dirs:
+            start -= 1
+        fd = self.open_dir(key[:start], create) if start else self.root_fd
+        assert fd is not None
+        owned = False
         try:
-            for index, comp in enumerate(comps):
-                try:
-                    st: os.stat_result | None = os.stat(comp, dir_fd=fd, follow_symlinks=False)
-                except FileNotFoundError:
-                    st = None
-                if st is not None and stat.S_ISLNK(st.st_mode):
-                    raise self.unsafe(f"the path passes through the symlink {'/'.join(comps[: index + 1])!r}")
-                if st is None or not stat.S_ISDIR(st.st_mode):
-                    if not create:
-                        os.close(fd)
-                        return None
-                    self.make_implied_dir(fd, comps[: index + 1], st)
-                next_fd = os.open(comp, _DIR_FLAGS, dir_fd=fd)
-                os.close(fd)
-                fd = next_fd
+            for index in range(start, len(key)):
+                child = self.open_child(fd, key[: index + 1], create)
+                if owned:
+                    os.close(fd)
+                    owned = False
+                if child is None:
+                    return None
+                fd, owned = child, True
         except BaseException:
-            os.close(fd)
+            if owned:
+                os.close(fd)
             raise
+        self.remember_dir(key, fd)
         return fd
 
-    def make_implied_dir(self, parent_fd: int, comps: Sequence[str], existing: os.stat_result | None) -> None:
-        """Create a directory that a member needs but the layer does not list."""
+    def open_child(self, parent_fd: int, comps: tuple[str, ...], create: bool) -> int | None:
+        """Open the last component of ``comps`` in ``parent_fd`` as a directory; the caller owns the fd."""
+        name = comps[-1]
+        try:
+            return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+        except OSError as e:
+            if e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                raise
+        try:
+            st: os.stat_result | None = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            st = None
+        if st is not None and stat.S_ISLNK(st.st_mode):
+            raise self.unsafe(f"the path passes through the symlink {'/'.join(comps)!r}")
+        if not create:
+            return None
+        return self.make_implied_dir(parent_fd, comps, st)
+
+    def make_implied_dir(self, parent_fd: int, comps: Sequence[str], existing: os.stat_result | None) -> int:
+        """Create a directory that a member needs but the layer does not list; return an fd the caller owns."""
         name = comps[-1]
         path = "/".join(comps)
         if existing is not None and not _is_whiteout(existing):
@@ -507,21 +684,22 @@ class _Unpacker:
             # new directory must hide the lower one's contents.
             os.unlink(name, dir_fd=parent_fd)
         os.mkdir(name, 0o700, dir_fd=parent_fd)
-        fd = os.open(name, _PATH_FLAGS, dir_fd=parent_fd)
+        fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
         try:
-            proc = _proc_path(fd)
             if lower is not None and lower_st is not None and stat.S_ISDIR(lower_st.st_mode):
-                os.chown(proc, lower_st.st_uid, lower_st.st_gid)
-                os.chmod(proc, stat.S_IMODE(lower_st.st_mode))
-                _copy_xattrs(lower, proc)
+                os.chown(fd, lower_st.st_uid, lower_st.st_gid)
+                os.chmod(fd, stat.S_IMODE(lower_st.st_mode))
+                _copy_xattrs(lower, fd)
                 self.dir_times[tuple(comps)] = lower_st.st_mtime_ns
             else:
-                os.chmod(proc, 0o755)
+                os.chmod(fd, 0o755)
             if existing is not None:
-                os.setxattr(proc, OPAQUE_XATTR, b"y")
-        finally:
+                os.setxattr(fd, OPAQUE_XATTR, b"y")
+        except BaseException:
             os.close(fd)
+            raise
         log.debug("layer %s: created implied directory %s", self.layer, path)
+        return fd
 
     def remove_existing(self, parent_fd: int, name: str) -> os.stat_result | None:
         """Remove whatever this layer already has at ``name``, so a new entry never writes through it."""
@@ -530,10 +708,22 @@ class _Unpacker:
         except FileNotFoundError:
             return None
         if stat.S_ISDIR(st.st_mode):
+            self.forget_dirs()
             shutil.rmtree(name, dir_fd=parent_fd)
         else:
             os.unlink(name, dir_fd=parent_fd)
         return st
+
+    def replace(self, parent_fd: int, name: str, create: Callable[[], T]) -> T:
+        """Run ``create``, which fails with FileExistsError while ``name`` exists, removing the entry first if needed.
+
+        Trying first saves a stat per member, because most names are new.
+        """
+        try:
+            return create()
+        except FileExistsError:
+            self.remove_existing(parent_fd, name)
+            return create()
 
     # Metadata -------------------------------------------------------------
 
@@ -554,57 +744,47 @@ class _Unpacker:
             result[name] = value.encode("utf-8", "surrogateescape")
         return result
 
-    def set_metadata(self, parent_fd: int, name: str, info: tarfile.TarInfo, comps: tuple[str, ...]) -> None:
-        """Set owner, mode, xattrs and mtime from ``info`` on the entry just created at ``name``."""
+    def set_inode_metadata(self, target: int | str, uid: int, gid: int, mode: int, xattrs: dict[str, bytes]) -> None:
+        """Set owner, mode and xattrs on ``target``: an fd opened for reading or writing, or a path to follow."""
+        # chown clears setuid, setgid and security.capability, so it goes first.
+        os.chown(target, uid, gid)
+        os.chmod(target, mode)
+        for key, value in xattrs.items():
+            self.set_xattr(target, key, value)
+
+    def set_special_metadata(self, parent_fd: int, name: str, info: tarfile.TarInfo) -> None:
+        """Set the metadata of a device or FIFO through an ``O_PATH`` fd, because opening it could block or reach a device."""
         uid, gid = self.ids(info)
         xattrs = self.xattrs(info)
         mtime_ns = int(info.mtime * 1_000_000_000)
-        if info.issym():
-            os.chown(name, uid, gid, dir_fd=parent_fd, follow_symlinks=False)
-            for key, value in xattrs.items():
-                self.set_xattr(f"{_proc_path(parent_fd)}/{name}", key, value, follow_symlinks=False)
-            os.utime(name, ns=(mtime_ns, mtime_ns), dir_fd=parent_fd, follow_symlinks=False)
-            return
         fd = os.open(name, _PATH_FLAGS, dir_fd=parent_fd)
         try:
-            self.set_inode_metadata(fd, uid, gid, stat.S_IMODE(info.mode), xattrs)
-            if info.isdir():
-                self.dir_times[comps] = mtime_ns
-            else:
-                os.utime(_proc_path(fd), ns=(mtime_ns, mtime_ns))
+            proc = _proc_path(fd)
+            self.set_inode_metadata(proc, uid, gid, stat.S_IMODE(info.mode), xattrs)
+            os.utime(proc, ns=(mtime_ns, mtime_ns))
         finally:
             os.close(fd)
 
-    def set_inode_metadata(self, fd: int, uid: int, gid: int, mode: int, xattrs: dict[str, bytes]) -> None:
-        proc = _proc_path(fd)
-        # chown clears setuid, setgid and security.capability, so it goes first.
-        os.chown(proc, uid, gid)
-        os.chmod(proc, mode)
-        for key, value in xattrs.items():
-            self.set_xattr(proc, key, value)
-
-    def set_xattr(self, path: str, key: str, value: bytes, follow_symlinks: bool = True) -> None:
+    def set_xattr(self, target: int | str, key: str, value: bytes, follow_symlinks: bool = True) -> None:
         """Set one xattr from the layer, skipping it with a warning where the filesystem has no support for it."""
         try:
-            os.setxattr(path, key, value, follow_symlinks=follow_symlinks)
+            os.setxattr(target, key, value, follow_symlinks=follow_symlinks)
         except OSError as e:
             if e.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
                 raise
             log.warning("layer %s: skipped xattr %s of member %r: %s", self.layer, key, self.member, e.strerror)
 
     def set_dir_times(self) -> None:
-        for comps in sorted(self.dir_times, key=len, reverse=True):
+        # Sorted, so that a parent comes before its children and stays in the directory cache for them.
+        for comps in sorted(self.dir_times):
             mtime_ns = self.dir_times[comps]
             try:
                 fd = self.open_dir(comps, create=False)
             except UnsafeLayer:
                 fd = None  # a later member replaced a directory on the way with a symlink
-            if fd is None:
-                continue
-            try:
-                os.utime(_proc_path(fd), ns=(mtime_ns, mtime_ns))
-            finally:
-                os.close(fd)
+            if fd is not None:
+                os.utime(fd, ns=(mtime_ns, mtime_ns))
+            self.close_retired()
 
     # Members --------------------------------------------------------------
 
@@ -629,32 +809,28 @@ class _Unpacker:
 
         parent_fd = self.open_dir(comps[:-1], create=True)
         assert parent_fd is not None
-        try:
-            if info.isdir():
-                self.make_dir(parent_fd, name)
-            elif info.isreg():
-                self.remove_existing(parent_fd, name)
-                self.write_file(parent_fd, name, archive, info)
-            elif info.issym():
-                self.remove_existing(parent_fd, name)
-                os.symlink(info.linkname, name, dir_fd=parent_fd)
-            elif info.ischr() or info.isblk():
-                if info.ischr() and info.devmajor == 0 and info.devminor == 0:
-                    raise self.unsafe(
-                        "a character device 0:0 would read as an overlayfs whiteout, and layers mark deletions "
-                        "with .wh. files"
-                    )
-                self.remove_existing(parent_fd, name)
-                kind = stat.S_IFCHR if info.ischr() else stat.S_IFBLK
-                os.mknod(name, kind | 0o600, os.makedev(info.devmajor, info.devminor), dir_fd=parent_fd)
-            elif info.isfifo():
-                self.remove_existing(parent_fd, name)
-                os.mkfifo(name, 0o600, dir_fd=parent_fd)
-            else:
-                raise self.invalid(f"unsupported tar member type {info.type!r}")
-            self.set_metadata(parent_fd, name, info, comps)
-        finally:
-            os.close(parent_fd)
+        if info.isdir():
+            self.make_dir(parent_fd, comps, info)
+        elif info.isreg():
+            self.write_file(parent_fd, name, archive, info)
+        elif info.issym():
+            self.replace(parent_fd, name, lambda: os.symlink(info.linkname, name, dir_fd=parent_fd))
+            self.set_symlink_metadata(parent_fd, name, info)
+        elif info.ischr() or info.isblk():
+            if info.ischr() and info.devmajor == 0 and info.devminor == 0:
+                raise self.unsafe(
+                    "a character device 0:0 would read as an overlayfs whiteout, and layers mark deletions "
+                    "with .wh. files"
+                )
+            kind = stat.S_IFCHR if info.ischr() else stat.S_IFBLK
+            device = os.makedev(info.devmajor, info.devminor)
+            self.replace(parent_fd, name, lambda: os.mknod(name, kind | 0o600, device, dir_fd=parent_fd))
+            self.set_special_metadata(parent_fd, name, info)
+        elif info.isfifo():
+            self.replace(parent_fd, name, lambda: os.mkfifo(name, 0o600, dir_fd=parent_fd))
+            self.set_special_metadata(parent_fd, name, info)
+        else:
+            raise self.invalid(f"unsupported tar member type {info.type!r}")
 
     def apply_root(self, info: tarfile.TarInfo) -> None:
         if not info.isdir():
@@ -663,40 +839,66 @@ class _Unpacker:
         self.set_inode_metadata(self.root_fd, uid, gid, stat.S_IMODE(info.mode), self.xattrs(info))
         self.dir_times[()] = int(info.mtime * 1_000_000_000)
 
-    def make_dir(self, parent_fd: int, name: str) -> None:
+    def make_dir(self, parent_fd: int, comps: tuple[str, ...], info: tarfile.TarInfo) -> None:
+        uid, gid = self.ids(info)
+        xattrs = self.xattrs(info)
+        name = comps[-1]
         try:
+            os.mkdir(name, 0o700, dir_fd=parent_fd)
+        except FileExistsError:
             st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            st = None
-        if st is not None and stat.S_ISDIR(st.st_mode):
-            return  # keep its contents and any opaque xattr, the metadata is set again
-        if st is not None:
-            self.remove_existing(parent_fd, name)
-        os.mkdir(name, 0o700, dir_fd=parent_fd)
-        if st is not None and _is_whiteout(st):
-            fd = os.open(name, _PATH_FLAGS, dir_fd=parent_fd)
-            try:
-                os.setxattr(_proc_path(fd), OPAQUE_XATTR, b"y")
-            finally:
-                os.close(fd)
+            # An existing directory keeps its contents and any opaque xattr; its metadata is set again.
+            if not stat.S_ISDIR(st.st_mode):
+                self.remove_existing(parent_fd, name)
+                os.mkdir(name, 0o700, dir_fd=parent_fd)
+                if _is_whiteout(st):
+                    fd = self.open_dir(comps, create=False)
+                    assert fd is not None
+                    os.setxattr(fd, OPAQUE_XATTR, b"y")
+        # Cached, because the directory's own members usually come next.
+        fd = self.open_dir(comps, create=False)
+        assert fd is not None
+        self.set_inode_metadata(fd, uid, gid, stat.S_IMODE(info.mode), xattrs)
+        self.dir_times[comps] = int(info.mtime * 1_000_000_000)
 
     def write_file(self, parent_fd: int, name: str, archive: tarfile.TarFile, info: tarfile.TarInfo) -> None:
+        uid, gid = self.ids(info)
+        xattrs = self.xattrs(info)
+        mtime_ns = int(info.mtime * 1_000_000_000)
         source = archive.extractfile(info)
         assert source is not None
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=parent_fd)
-        with os.fdopen(fd, "wb") as dest:
-            shutil.copyfileobj(source, dest, _CHUNK)
+        fd = self.replace(parent_fd, name, lambda: os.open(name, _CREATE_FLAGS, 0o600, dir_fd=parent_fd))
+        try:
+            remaining = info.size
+            while remaining > 0:
+                chunk = source.read(min(remaining, _CHUNK))
+                if not chunk:
+                    raise tarfile.ReadError(f"unexpected end of data in {info.name!r}")
+                remaining -= len(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+            # The fd is the new file's own, so metadata cannot land anywhere else.
+            self.set_inode_metadata(fd, uid, gid, stat.S_IMODE(info.mode), xattrs)
+            os.utime(fd, ns=(mtime_ns, mtime_ns))
+        finally:
+            os.close(fd)
         self.size += info.size
+
+    def set_symlink_metadata(self, parent_fd: int, name: str, info: tarfile.TarInfo) -> None:
+        uid, gid = self.ids(info)
+        mtime_ns = int(info.mtime * 1_000_000_000)
+        os.chown(name, uid, gid, dir_fd=parent_fd, follow_symlinks=False)
+        for key, value in self.xattrs(info).items():
+            self.set_xattr(f"{_proc_path(parent_fd)}/{name}", key, value, follow_symlinks=False)
+        os.utime(name, ns=(mtime_ns, mtime_ns), dir_fd=parent_fd, follow_symlinks=False)
 
     def apply_whiteout(self, comps: tuple[str, ...]) -> None:
         name = comps[-1]
         if name == OPAQUE_MARKER:
             fd = self.open_dir(comps[:-1], create=True)
             assert fd is not None
-            try:
-                os.setxattr(_proc_path(fd), OPAQUE_XATTR, b"y")
-            finally:
-                os.close(fd)
+            os.setxattr(fd, OPAQUE_XATTR, b"y")
             return
         if name.startswith(WHITEOUT_META_PREFIX):
             log.debug("layer %s: skipped AUFS metadata member %s", self.layer, self.member)
@@ -708,55 +910,42 @@ class _Unpacker:
         parent_fd = self.open_dir(comps[:-1], create=True)
         assert parent_fd is not None
         try:
+            st = os.stat(hidden, dir_fd=parent_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            os.mknod(hidden, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=parent_fd)
+            return
+        if stat.S_ISDIR(st.st_mode):
+            # This layer's directory stays, but the lower one's contents must not show through it.
+            fd = os.open(hidden, _PATH_FLAGS, dir_fd=parent_fd)
             try:
-                st = os.stat(hidden, dir_fd=parent_fd, follow_symlinks=False)
-            except FileNotFoundError:
-                os.mknod(hidden, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=parent_fd)
-                return
-            if stat.S_ISDIR(st.st_mode):
-                # This layer's directory stays, but the lower one's contents must not show through it.
-                fd = os.open(hidden, _PATH_FLAGS, dir_fd=parent_fd)
-                try:
-                    os.setxattr(_proc_path(fd), OPAQUE_XATTR, b"y")
-                finally:
-                    os.close(fd)
-            # A non-directory of this layer already hides the lower path.
-        finally:
-            os.close(parent_fd)
+                os.setxattr(_proc_path(fd), OPAQUE_XATTR, b"y")
+            finally:
+                os.close(fd)
+        # A non-directory of this layer already hides the lower path.
 
     def apply_hardlink(self, comps: tuple[str, ...], info: tarfile.TarInfo) -> None:
         target = self.clean(info.linkname)
         if not target:
             raise self.unsafe("a hard link to the layer root")
         source_fd = self.open_dir(target[:-1], create=False)
-        try:
-            source_st = None
-            if source_fd is not None:
-                try:
-                    source_st = os.stat(target[-1], dir_fd=source_fd, follow_symlinks=False)
-                except FileNotFoundError:
-                    pass
-            if source_st is None or _is_whiteout(source_st):
-                if source_fd is not None:
-                    os.close(source_fd)
-                    source_fd = None
-                source_fd = self.copy_up(target)
-            else:
-                link_dir_fd = source_fd
-                self.check_link_source(target, source_st, lambda: os.readlink(target[-1], dir_fd=link_dir_fd))
-
-            parent_fd = self.open_dir(comps[:-1], create=True)
-            assert parent_fd is not None
+        source_st = None
+        if source_fd is not None:
             try:
-                if comps == target:
-                    return
-                self.remove_existing(parent_fd, comps[-1])
-                os.link(target[-1], comps[-1], src_dir_fd=source_fd, dst_dir_fd=parent_fd, follow_symlinks=False)
-            finally:
-                os.close(parent_fd)
-        finally:
-            if source_fd is not None:
-                os.close(source_fd)
+                source_st = os.stat(target[-1], dir_fd=source_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                pass
+        if source_st is None or _is_whiteout(source_st):
+            source_fd = self.copy_up(target)
+        else:
+            link_dir_fd = source_fd
+            self.check_link_source(target, source_st, lambda: os.readlink(target[-1], dir_fd=link_dir_fd))
+
+        parent_fd = self.open_dir(comps[:-1], create=True)
+        assert parent_fd is not None
+        if comps == target:
+            return
+        self.remove_existing(parent_fd, comps[-1])
+        os.link(target[-1], comps[-1], src_dir_fd=source_fd, dst_dir_fd=parent_fd, follow_symlinks=False)
 
     def check_link_source(self, target: tuple[str, ...], st: os.stat_result, read_link: Callable[[], str]) -> None:
         link_path = "/".join(target)
@@ -766,7 +955,7 @@ class _Unpacker:
             raise self.unsafe(f"a hard link to the symlink {link_path!r}, which points out of the layer root")
 
     def copy_up(self, target: tuple[str, ...]) -> int:
-        """Copy the lower layers' file at ``target`` into this snapshot; return an fd of its directory."""
+        """Copy the lower layers' file at ``target`` into this snapshot; return a cached fd of its directory."""
         # This snapshot goes first, because its whiteouts and opaque directories hide lower files.
         found = _find([self.target, *self.lowers], target)
         link_path = "/".join(target)
@@ -778,38 +967,33 @@ class _Unpacker:
         parent_fd = self.open_dir(target[:-1], create=True)
         assert parent_fd is not None
         name = target[-1]
-        try:
-            if stat.S_ISREG(st.st_mode):
-                source = os.open(found, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                try:
-                    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                                 dir_fd=parent_fd)
-                    with os.fdopen(fd, "wb") as dest, os.fdopen(os.dup(source), "rb") as src:
-                        shutil.copyfileobj(src, dest, _CHUNK)
-                finally:
-                    os.close(source)
-                self.size += st.st_size
-            elif stat.S_ISLNK(st.st_mode):
-                os.symlink(os.readlink(found), name, dir_fd=parent_fd)
-                os.chown(name, st.st_uid, st.st_gid, dir_fd=parent_fd, follow_symlinks=False)
-                os.utime(name, ns=(st.st_mtime_ns, st.st_mtime_ns), dir_fd=parent_fd, follow_symlinks=False)
-                log.debug("layer %s: copied up symlink %s from %s", self.layer, link_path, found)
-                return parent_fd
-            else:
-                os.mknod(name, st.st_mode, st.st_rdev, dir_fd=parent_fd)
-
-            fd = os.open(name, _PATH_FLAGS, dir_fd=parent_fd)
+        if stat.S_ISREG(st.st_mode):
+            source = os.open(found, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             try:
-                proc = _proc_path(fd)
-                os.chown(proc, st.st_uid, st.st_gid)
-                os.chmod(proc, stat.S_IMODE(st.st_mode))
-                _copy_xattrs(found, proc)
-                os.utime(proc, ns=(st.st_mtime_ns, st.st_mtime_ns))
+                fd = os.open(name, _CREATE_FLAGS, 0o600, dir_fd=parent_fd)
+                with os.fdopen(fd, "wb") as dest, os.fdopen(os.dup(source), "rb") as src:
+                    shutil.copyfileobj(src, dest, _CHUNK)
             finally:
-                os.close(fd)
-        except BaseException:
-            os.close(parent_fd)
-            raise
+                os.close(source)
+            self.size += st.st_size
+        elif stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(found), name, dir_fd=parent_fd)
+            os.chown(name, st.st_uid, st.st_gid, dir_fd=parent_fd, follow_symlinks=False)
+            os.utime(name, ns=(st.st_mtime_ns, st.st_mtime_ns), dir_fd=parent_fd, follow_symlinks=False)
+            log.debug("layer %s: copied up symlink %s from %s", self.layer, link_path, found)
+            return parent_fd
+        else:
+            os.mknod(name, st.st_mode, st.st_rdev, dir_fd=parent_fd)
+
+        fd = os.open(name, _PATH_FLAGS, dir_fd=parent_fd)
+        try:
+            proc = _proc_path(fd)
+            os.chown(proc, st.st_uid, st.st_gid)
+            os.chmod(proc, stat.S_IMODE(st.st_mode))
+            _copy_xattrs(found, proc)
+            os.utime(proc, ns=(st.st_mtime_ns, st.st_mtime_ns))
+        finally:
+            os.close(fd)
         log.debug("layer %s: copied up %s from %s for a hard link", self.layer, link_path, found)
         return parent_fd
 
@@ -869,9 +1053,11 @@ def apply(tar_stream: BinaryIO, target: Path, layer: str, lowers: Sequence[Path]
         if archive is not None:
             for info in archive:
                 unpacker.apply_member(archive, info)
+                unpacker.close_retired()
         reader.drain()
         unpacker.set_dir_times()
     except BaseException as e:
+        unpacker.close()
         os.close(root_fd)
         _remove_tree(target)
         if isinstance(e, DockyardError):
@@ -886,6 +1072,7 @@ def apply(tar_stream: BinaryIO, target: Path, layer: str, lowers: Sequence[Path]
             reason = "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
             raise StoreError(f"cannot unpack {where} into {target}: {reason}") from e
         raise
+    unpacker.close()
     os.close(root_fd)
     result = LayerResult(diff_id=reader.digest(), size=unpacker.size)
     log.debug("unpacked layer %s: diff ID %s, %d bytes", layer, result.diff_id, result.size)

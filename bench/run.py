@@ -1,0 +1,693 @@
+"""Benchmark `run --rm IMAGE true` and the memory kept per idle container.
+
+Engines, side by side in one run, all on the same busybox image (built
+offline from Debian's busybox-static by tests/support/images.py):
+
+- dockyard, pulling the image from a docker-registry on 127.0.0.1;
+- podman 4.3 with crun, with the image copied into its private storage by
+  ``skopeo copy ... containers-storage:``;
+- docker: Debian's dockerd 20.10 started here privately, with the image
+  loaded by ``docker load`` from a docker-archive;
+- the floor: bare ``crun run`` on an OCI bundle of the same root filesystem.
+
+1. Time: ``run --rm IMAGE true``, with ``--network none`` and with each
+   engine's default network, timed by hyperfine (warmup, then runs) in
+   several rounds whose order rotates, so that load from other work on the
+   machine spreads over all engines. Reports medians and the ratios to the
+   targets: dockyard at most 0.5x podman and at most 0.4x docker.
+2. Memory: N containers running ``sleep 3600`` (detached, ``--network none``)
+   per engine. Sums VmRSS (/proc/PID/status) and Pss (/proc/PID/smaps_rollup)
+   of the processes that each engine keeps besides the containers' own
+   processes: dockyard's monitor(s) and helpers, podman's conmon, docker's
+   containerd-shim-runc-v2. Reports the sums divided by N. Target: dockyard
+   at most conmon's.
+
+Run as root: python bench/run.py [--rounds R] [--runs N] [--containers N] [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import logging
+import os
+import platform
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench import peers  # noqa: E402
+from tests.support import images  # noqa: E402
+from tests.support.registry import start_registry  # noqa: E402
+
+log = logging.getLogger("bench.run")
+
+DOCKYARD = REPO / ".venv" / "bin" / "dockyard"
+NETAVARK = Path("/usr/lib/podman/netavark")   # podman's network backend; Debian installs it off PATH
+IMAGE_NAME = "bench/busybox"
+PODMAN_TARGET = 0.5   # dockyard's median at most this multiple of podman's
+DOCKER_TARGET = 0.4   # and at most this multiple of docker's
+DOCKER_BRIDGE = "dybench0"
+DOCKER_BRIDGE_ADDRESS = "10.213.0.1/24"
+NOT_WORKING = "not measured yet: `dockyard run` not working at the time"
+DOC_HEADING = "## Run: `run --rm IMAGE true` and memory per idle container"
+NETWORK_MODES = ("none", "default")
+
+
+# ---------------------------------------------------------------------------
+# The engines
+
+
+@dataclass
+class Engine:
+    """How to run one engine's containers, and how to find the processes it keeps per container."""
+
+    key: str                                   # "dockyard", "podman", "docker", "crun"
+    label: str                                 # the row name in the report
+    environment: dict[str, str]
+    run_commands: dict[str, list[str]]         # network mode to the `run --rm IMAGE true` argv
+    start_idle: Callable[[], None] | None = None
+    remove_all: Callable[[], None] | None = None
+    is_helper: Callable[[Process], bool] | None = None
+    helper_description: str = ""
+    failure: str | None = None                 # why the engine is not measured, when it is not
+
+
+def dockyard_engine(workdir: Path, reference: str) -> Engine:
+    config = workdir / "dockyard-config.toml"
+    config.write_text("")   # so that /etc/dockyard/config.toml on this machine changes nothing
+    root = workdir / "dockyard-root"
+    environment = {
+        "DOCKYARD_ROOT": str(root),
+        "DOCKYARD_RUN_ROOT": str(workdir / "dockyard-run"),
+        "DOCKYARD_CONFIG": str(config),
+    }
+    full_environment = dict(os.environ, **environment)
+
+    def dockyard(*arguments: str) -> subprocess.CompletedProcess:
+        return peers.run([str(DOCKYARD), *arguments], env=full_environment)
+
+    def start_idle() -> None:
+        dockyard("run", "--detach", "--network", "none", reference, "sleep", "3600")
+
+    def remove_all() -> None:
+        identifiers = dockyard("ps", "--all", "--quiet").stdout.split()
+        if identifiers:
+            dockyard("rm", "--force", *identifiers)
+
+    def is_helper(process: Process) -> bool:
+        # The monitor runs dockyard's Python code with this root in its
+        # command line or its environment.
+        if "dockyard" not in " ".join(process.cmdline):
+            return False
+        return str(root) in " ".join(process.cmdline) or process.environ_value("DOCKYARD_ROOT") == str(root)
+
+    return Engine(
+        key="dockyard",
+        label="dockyard",
+        environment=environment,
+        run_commands={
+            "none": [str(DOCKYARD), "run", "--rm", "--network", "none", reference, "true"],
+            "default": [str(DOCKYARD), "run", "--rm", reference, "true"],
+        },
+        start_idle=start_idle,
+        remove_all=remove_all,
+        is_helper=is_helper,
+        helper_description="monitor and helpers",
+    )
+
+
+def podman_engine(podman: peers.Podman, name: str) -> Engine:
+    def start_idle() -> None:
+        podman.podman("run", "--detach", "--network", "none", name, "sleep", "3600")
+
+    def is_helper(process: Process) -> bool:
+        return process.comm == "conmon" and str(podman.root) in " ".join(process.cmdline)
+
+    return Engine(
+        key="podman",
+        label="podman --runtime crun",
+        environment=podman.environment,
+        run_commands={
+            "none": podman.command("run", "--rm", "--network", "none", name, "true"),
+            "default": podman.command("run", "--rm", name, "true"),
+        },
+        start_idle=start_idle,
+        remove_all=podman.remove_all_containers,
+        is_helper=is_helper,
+        helper_description="conmon",
+    )
+
+
+def docker_engine(dockerd: peers.Dockerd, name: str) -> Engine:
+    def start_idle() -> None:
+        dockerd.docker("run", "--detach", "--network", "none", name, "sleep", "3600")
+
+    def is_helper(process: Process) -> bool:
+        # comm is cut to 15 characters: "containerd-shim" for containerd-shim-runc-v2.
+        return process.comm.startswith("containerd-shim") and str(dockerd.exec_root) in " ".join(process.cmdline)
+
+    return Engine(
+        key="docker",
+        label="docker (dockerd 20.10)",
+        environment={},
+        run_commands={
+            "none": dockerd.command("run", "--rm", "--network", "none", name, "true"),
+            "default": dockerd.command("run", "--rm", name, "true"),
+        },
+        start_idle=start_idle,
+        remove_all=dockerd.remove_all_containers,
+        is_helper=is_helper,
+        helper_description="containerd-shim-runc-v2",
+    )
+
+
+def crun_engine(bundle: Path, state: Path) -> Engine:
+    # The same command in both columns: crun's bundle sets up no network beyond
+    # a new network namespace with loopback.
+    command = ["crun", "--root", str(state), "run", "--bundle", str(bundle), "bench-floor"]
+    return Engine(key="crun", label="floor: crun run", environment={},
+                  run_commands={"none": command, "default": command})
+
+
+# ---------------------------------------------------------------------------
+# Timing
+
+
+@dataclass
+class Timing:
+    """All measured wall times of one engine and network mode, in seconds."""
+
+    engine: Engine
+    mode: str
+    times: list[float] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.engine.key}, network {self.mode}"
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    def quartiles(self) -> tuple[float, float]:
+        if len(self.times) < 2:
+            return self.times[0], self.times[0]
+        lower, _, upper = statistics.quantiles(self.times, n=4)
+        return lower, upper
+
+
+def check_runs(engine: Engine) -> str | None:
+    """Run each of the engine's timed commands once; return the failure, or None when all work."""
+    environment = dict(os.environ, **engine.environment)
+    for mode, command in engine.run_commands.items():
+        result = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=environment)
+        if result.returncode != 0:
+            output = (result.stderr or result.stdout).strip().splitlines()
+            last_line = output[-1] if output else "no output"
+            return f"`{shlex.join(command[-4:])}` ({mode} network) failed with exit {result.returncode}: {last_line}"
+    return None
+
+
+def time_engines(timings: list[Timing], rounds: int, runs: int, warmup: int, workdir: Path) -> None:
+    """Time every command with hyperfine, ``rounds`` times over, rotating their order each round."""
+    environment = dict(os.environ)
+    for timing in timings:
+        environment.update(timing.engine.environment)
+    for round_number in range(rounds):
+        shift = round_number % len(timings)
+        ordered = timings[shift:] + timings[:shift]
+        export = workdir / f"hyperfine-{round_number}.json"
+        command = ["hyperfine", "--shell=none", "--style", "basic", "--warmup", str(warmup), "--runs", str(runs),
+                   "--export-json", str(export)]
+        for timing in ordered:
+            command += ["--command-name", timing.name, shlex.join(timing.engine.run_commands[timing.mode])]
+        log.info("round %d of %d: hyperfine with %d commands", round_number + 1, rounds, len(ordered))
+        finished = subprocess.run(command, env=environment, stdin=subprocess.DEVNULL, stdout=sys.stderr)
+        if finished.returncode != 0:
+            # hyperfine names the failing command but hides its output: run each once more to show it.
+            failures = [failure for timing in ordered if (failure := check_runs(timing.engine))]
+            raise RuntimeError(f"hyperfine failed (exit {finished.returncode}); " + ("; ".join(failures) or
+                               "every command works when run alone"))
+        results = json.loads(export.read_text())["results"]
+        for timing, result in zip(ordered, results, strict=True):
+            timing.times.extend(result["times"])
+
+
+# ---------------------------------------------------------------------------
+# Memory
+
+
+@dataclass
+class Process:
+    pid: int
+    ppid: int
+    comm: str
+    cmdline: list[str]
+    pid_namespace: str
+
+    def environ_value(self, name: str) -> str | None:
+        try:
+            entries = Path(f"/proc/{self.pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            return None
+        prefix = name.encode() + b"="
+        for entry in entries:
+            if entry.startswith(prefix):
+                return entry[len(prefix):].decode(errors="replace")
+        return None
+
+
+def list_processes() -> dict[int, Process]:
+    """Return every process that can be read now, by PID."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+            namespace = os.readlink(entry / "ns" / "pid")
+        except OSError:
+            continue   # exited while being read
+        # stat is "PID (COMM) STATE PPID ...", and COMM may contain spaces and parentheses.
+        comm = status[status.index("(") + 1 : status.rindex(")")]
+        ppid = int(status[status.rindex(")") + 2 :].split()[1])
+        found[int(entry.name)] = Process(int(entry.name), ppid, comm,
+                                         [part.decode(errors="replace") for part in cmdline], namespace)
+    return found
+
+
+def memory_kib(pid: int) -> tuple[int, int]:
+    """Return (VmRSS, Pss) of ``pid`` in KiB."""
+    rss = pss = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1])
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            pss = int(line.split()[1])
+    return rss, pss
+
+
+@dataclass
+class MemoryResult:
+    engine: Engine
+    containers: int
+    helpers: list[Process]
+    rss_kib: int
+    pss_kib: int
+
+
+def idle_processes(engine: Engine, containers: int) -> tuple[list[Process], list[Process]]:
+    """Find the engine's idle containers (``sleep 3600``) and the processes it keeps for them.
+
+    The helpers are the processes that ``engine.is_helper`` matches, plus every
+    ancestor of a container process below PID 1, so that an intermediate
+    process (a runtime init left inside the container, a double-forked
+    monitor) is counted too. Raises unless exactly ``containers`` containers
+    are found.
+    """
+    processes = list_processes()
+    assert engine.is_helper is not None
+    matched = {pid for pid, process in processes.items() if engine.is_helper(process)}
+    own_ancestry = set()
+    pid = os.getpid()
+    while pid in processes:
+        own_ancestry.add(pid)
+        pid = processes[pid].ppid
+
+    sleepers = []
+    helpers = set(matched)
+    for process in processes.values():
+        if process.cmdline != ["sleep", "3600"]:
+            continue
+        chain = []
+        parent = process.ppid
+        while parent in processes and parent != 1 and parent not in own_ancestry:
+            chain.append(parent)
+            parent = processes[parent].ppid
+        if matched & set(chain):
+            sleepers.append(process)
+            helpers.update(chain)
+    if len(sleepers) != containers:
+        raise RuntimeError(
+            f"{engine.label}: found {len(sleepers)} idle containers below {len(matched)} matching helper "
+            f"processes, expected {containers}"
+        )
+    return sleepers, [processes[pid] for pid in sorted(helpers)]
+
+
+def measure_memory(engine: Engine, containers: int, settle: float) -> MemoryResult:
+    """Start ``containers`` idle containers, measure what the engine keeps for them, remove them."""
+    assert engine.start_idle is not None and engine.remove_all is not None
+    try:
+        for _ in range(containers):
+            engine.start_idle()
+        # Let start-up work finish and freed memory settle before reading it.
+        time.sleep(settle)
+        _, helpers = idle_processes(engine, containers)
+        rss = pss = 0
+        for process in helpers:
+            process_rss, process_pss = memory_kib(process.pid)
+            rss += process_rss
+            pss += process_pss
+        return MemoryResult(engine, containers, helpers, rss, pss)
+    finally:
+        engine.remove_all()
+
+
+def stop_leftover_helpers(engine: Engine, timeout: float = 15.0) -> None:
+    """Wait for the engine's helper processes to exit, then terminate any left, by PID."""
+    if engine.is_helper is None:
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [process for process in list_processes().values() if engine.is_helper(process)]
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    for process in left:
+        log.warning("%s: %s (PID %d) still running after its containers were removed; terminating it",
+                    engine.label, shlex.join(process.cmdline), process.pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGTERM)
+
+
+# ---------------------------------------------------------------------------
+# Report
+
+
+def versions(dockerd: peers.Dockerd | None) -> dict[str, str]:
+    def first_line(command: list[str]) -> str:
+        result = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        text = (result.stdout or result.stderr).strip()
+        return text.splitlines()[0] if text else "not installed"
+
+    found = {
+        "python": platform.python_version(),
+        "dockyard": first_line([str(DOCKYARD), "--version"]),
+        "podman": first_line(["podman", "--version"]),
+        "conmon": first_line(["conmon", "--version"]),
+        "crun": first_line(["crun", "--version"]),
+        "netavark": first_line([str(NETAVARK), "--version"]),
+        "containerd": first_line(["containerd", "--version"]),
+        "runc": first_line(["runc", "--version"]),
+        "hyperfine": first_line(["hyperfine", "--version"]),
+    }
+    commit = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+                            capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if commit.returncode == 0:
+        found["dockyard"] += f", commit {commit.stdout.strip()}"
+    if dockerd is not None:
+        found["dockerd"] = dockerd.docker("version", "--format", "{{.Server.Version}}").stdout.strip()
+    return found
+
+
+def machine() -> str:
+    memory = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                  if line.startswith("MemTotal:"))
+    return f"{os.cpu_count()} CPUs, {memory / 1024 / 1024:.1f} GiB memory, Linux {platform.release()}"
+
+
+def ratio_text(value: float | None, reference: float | None) -> str:
+    return f"{value / reference:.2f}x" if value is not None and reference else "-"
+
+
+def render_times(timings: list[Timing], engines: list[Engine]) -> list[str]:
+    medians = {(timing.engine.key, timing.mode): timing.median for timing in timings if timing.times}
+    lines = [
+        "| engine | network | median (ms) | middle half (ms) | runs | vs podman | vs docker |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for timing in timings:
+        if not timing.times:
+            continue
+        lower, upper = timing.quartiles()
+        podman = medians.get(("podman", timing.mode))
+        docker = medians.get(("docker", timing.mode))
+        lines.append(
+            f"| {timing.engine.label} | {timing.mode} | {timing.median * 1000:.0f} | "
+            f"{lower * 1000:.0f}–{upper * 1000:.0f} | {len(timing.times)} | "
+            f"{ratio_text(timing.median, podman)} | {ratio_text(timing.median, docker)} |"
+        )
+    for engine in engines:
+        if engine.failure is not None:
+            lines.append(f"| {engine.label} | - | {engine.failure} | - | - | - | - |")
+
+    lines.append("")
+    lines.append(f"Targets: dockyard's median at most {PODMAN_TARGET}x podman's and at most {DOCKER_TARGET}x docker's.")
+    for mode in NETWORK_MODES:
+        dockyard = medians.get(("dockyard", mode))
+        if dockyard is None:
+            continue
+        verdicts = []
+        for peer, target in (("podman", PODMAN_TARGET), ("docker", DOCKER_TARGET)):
+            reference = medians.get((peer, mode))
+            if reference:
+                verdict = "met" if dockyard <= target * reference else "missed"
+                verdicts.append(f"{dockyard / reference:.2f}x {peer} ({verdict})")
+        lines.append(f"With network {mode}: " + ", ".join(verdicts) + ".")
+    return lines
+
+
+def render_memory(results: list[MemoryResult], engines: list[Engine], daemons: str | None) -> list[str]:
+    lines = [
+        "| engine | processes counted | count | RSS per container (MiB) | PSS per container (MiB) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for result in results:
+        per_rss = result.rss_kib / result.containers / 1024
+        per_pss = result.pss_kib / result.containers / 1024
+        lines.append(f"| {result.engine.label} | {result.engine.helper_description} | {len(result.helpers)} | "
+                     f"{per_rss:.2f} | {per_pss:.2f} |")
+    for engine in engines:
+        if engine.failure is not None and engine.start_idle is not None:
+            lines.append(f"| {engine.label} | {engine.helper_description} | - | {engine.failure} | - |")
+
+    by_key = {result.engine.key: result for result in results}
+    lines.append("")
+    target = "Target: dockyard at most conmon's figure."
+    if "dockyard" in by_key and "podman" in by_key:
+        dockyard, podman = by_key["dockyard"], by_key["podman"]
+        for metric, mine, theirs in (("RSS", dockyard.rss_kib, podman.rss_kib), ("PSS", dockyard.pss_kib, podman.pss_kib)):
+            verdict = "met" if mine / dockyard.containers <= theirs / podman.containers else "missed"
+            target += f" {metric}: {mine / dockyard.containers / theirs * podman.containers:.2f}x conmon's ({verdict})."
+    lines.append(target)
+    if daemons:
+        lines.append(daemons)
+    return lines
+
+
+def render(timings: list[Timing], memory: list[MemoryResult], engines: list[Engine],
+           daemons: str | None, details: dict[str, str], command: str) -> str:
+    lines = [*render_times(timings, engines), "", *render_memory(memory, engines, daemons), ""]
+    lines += [f"- {key}: {value}" for key, value in details.items()]
+    lines.append(f"- command: `{command}`")
+    return "\n".join(lines) + "\n"
+
+
+def write_doc(report: str, path: Path) -> None:
+    """Replace the run section of ``path`` (from its heading to the next ``## ``) with ``report``."""
+    intro = textwrap.fill(
+        "Time: `run --rm IMAGE true` with each engine's default network and with `--network none`, "
+        "timed by hyperfine in rounds whose order rotates, with warmup runs in every round. "
+        "All engines run the same busybox image (Debian's busybox-static, built offline). "
+        "podman runs with `--runtime crun`; docker is a private dockerd 20.10 with runc and no iptables "
+        "rules, whose default network is a bridge made by the script, without NAT. The floor is "
+        "bare `crun run` on an OCI bundle of the same root filesystem with `crun spec`'s default "
+        "config (no seccomp filter, no network setup). Memory: idle containers running "
+        "`sleep 3600` with `--network none`, and the summed VmRSS and Pss of what each engine "
+        "keeps besides the containers' own processes, divided by the number of containers. "
+        "crun rejects this hybrid cgroup host while hugetlb is bound only to the cgroup2 mount, so "
+        "the script mounts hugetlb as a v1 hierarchy for the run and unmounts it afterwards. "
+        "Produced by `bench/run.py`; [bench/README.md](../bench/README.md) describes the method.",
+        width=78,
+    )
+    section = f"{DOC_HEADING}\n\n{intro}\n\n{report}"
+    text = path.read_text() if path.exists() else (
+        "# Benchmarks\n\nMeasured numbers only; each section names the script that produced it.\n\n")
+    if DOC_HEADING in text:
+        before, rest = text.split(DOC_HEADING, 1)
+        after = rest[rest.find("\n## ") + 1 :] if "\n## " in rest else ""
+        text = before + section + ("\n" + after if after else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+
+
+# ---------------------------------------------------------------------------
+# Main
+
+
+def parse_arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, help="hyperfine rounds, each timing every command (default 3)")
+    parser.add_argument("--runs", type=int, default=10, help="timed runs per command in each round (default 10)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed runs per command in each round (default 2)")
+    parser.add_argument("--containers", type=int, default=20, help="idle containers per engine (default 20)")
+    parser.add_argument("--settle", type=float, default=5.0,
+                        help="seconds between starting the idle containers and reading their memory (default 5)")
+    parser.add_argument("--skip", action="append", default=[], choices=["dockyard", "podman", "docker", "crun"],
+                        help="leave one engine out (repeatable)")
+    parser.add_argument("--skip-memory", action="store_true", help="time the runs only")
+    parser.add_argument("--write", nargs="?", const=REPO / "docs" / "benchmarks.md", type=Path, default=None,
+                        help="write the report into this markdown file (default docs/benchmarks.md)")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        parser.error("run as root: the engines, the cgroup mount and the bridge need it")
+    for name in ("rounds", "runs", "containers"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, not {getattr(args, name)}")
+    required = {"hyperfine": "hyperfine", "skopeo": "skopeo", "docker-registry": "docker-registry",
+                "busybox": "busybox-static"}
+    if "podman" not in args.skip:
+        required |= {"podman": "podman", "conmon": "conmon", str(NETAVARK): "netavark"}
+    if "podman" not in args.skip or "crun" not in args.skip:
+        required["crun"] = "crun"
+    if "docker" not in args.skip:
+        required |= {str(peers.DOCKERD): "docker.io", str(peers.DOCKER_CLIENT): "docker.io"}
+    missing = sorted({package for program, package in required.items() if shutil.which(program) is None})
+    if missing:
+        parser.error(f"missing packages: {', '.join(missing)} (apt-get install them), or leave an engine out with --skip")
+    return args
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    args = parse_arguments()
+    load_before = os.getloadavg()[0]
+    workdir = Path(tempfile.mkdtemp(prefix="dockyard-bench-run-"))
+    engines: list[Engine] = []
+    dockerd: peers.Dockerd | None = None
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(shutil.rmtree, workdir, True)
+        cleanup.callback(peers.unmount_below, workdir)
+
+        log.info("building the busybox image in %s", workdir)
+        layout = workdir / "layout"
+        built = images.build_busybox(layout, images.LayerCache())
+        layer_blob = layout / "blobs" / "sha256" / built.layer_digests[0].removeprefix("sha256:")
+
+        cleanup.enter_context(peers.new_cgroups_removed())
+        hugetlb_mounted = cleanup.enter_context(peers.hugetlb_v1())
+        guarded_interface = cleanup.enter_context(peers.forward_guard())
+
+        if "dockyard" not in args.skip:
+            registry = start_registry(workdir / "registry")
+            cleanup.callback(registry.stop)
+            images.push_layout(layout, registry.host, IMAGE_NAME)
+            reference = f"{registry.host}/{IMAGE_NAME}:latest"
+            engine = dockyard_engine(workdir, reference)
+            cleanup.callback(stop_leftover_helpers, engine)
+            cleanup.callback(peers.unmount_below, workdir / "dockyard-root")
+            engines.append(engine)
+            try:
+                peers.run([str(DOCKYARD), "pull", "--quiet", reference], env=dict(os.environ, **engine.environment))
+                engine.failure = check_runs(engine)
+            except RuntimeError as error:
+                engine.failure = f"{NOT_WORKING} ({str(error).strip().splitlines()[-1]})"
+            if engine.failure and not engine.failure.startswith(NOT_WORKING):
+                engine.failure = f"{NOT_WORKING} ({engine.failure})"
+
+        if "podman" not in args.skip:
+            podman = peers.Podman(workdir / "podman")
+            cleanup.callback(podman.reset)
+            podman.load(layout, f"localhost/{IMAGE_NAME}:latest")
+            engines.append(podman_engine(podman, f"localhost/{IMAGE_NAME}:latest"))
+
+        if "docker" not in args.skip:
+            bridge = cleanup.enter_context(peers.host_bridge(DOCKER_BRIDGE, DOCKER_BRIDGE_ADDRESS))
+            dockerd = peers.Dockerd(workdir / "docker", bridge)
+            cleanup.callback(dockerd.stop)
+            cleanup.callback(dockerd.remove_all_containers)
+            archive = workdir / "busybox-docker-archive.tar"
+            peers.run(["skopeo", "copy", "--quiet", f"oci:{layout}:latest",
+                       f"docker-archive:{archive}:{IMAGE_NAME}:latest"])
+            dockerd.load(archive)
+            engines.append(docker_engine(dockerd, f"{IMAGE_NAME}:latest"))
+
+        if "crun" not in args.skip:
+            state = workdir / "crun-state"
+            engines.append(crun_engine(peers.make_crun_bundle(workdir / "bundle", layer_blob), state))
+
+        for engine in engines:
+            if engine.key != "dockyard":
+                failure = check_runs(engine)
+                if failure:
+                    raise RuntimeError(f"{engine.label}: {failure}")
+            log.info("%s: %s", engine.label, engine.failure or "runs")
+
+        timings = []
+        for engine in engines:
+            if engine.failure is not None:
+                continue
+            modes = ("none",) if engine.key == "crun" else NETWORK_MODES
+            timings.extend(Timing(engine, mode) for mode in modes)
+        time_engines(timings, args.rounds, args.runs, args.warmup, workdir)
+
+        memory = []
+        daemons = None
+        if not args.skip_memory:
+            for engine in engines:
+                if engine.start_idle is None or engine.failure is not None:
+                    continue
+                log.info("%s: starting %d idle containers", engine.label, args.containers)
+                try:
+                    memory.append(measure_memory(engine, args.containers, args.settle))
+                except RuntimeError as error:
+                    if engine.key != "dockyard":
+                        raise
+                    engine.failure = f"{NOT_WORKING} ({str(error).strip().splitlines()[-1]})"
+                    log.warning("%s", engine.failure)
+            if dockerd is not None:
+                daemons = daemon_memory(dockerd)
+
+        details = {
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": machine(),
+            # Other work on the machine shows up here, and in the spread of the runs.
+            "load average (1 min)": f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after",
+            **versions(dockerd),
+            "image": f"busybox from Debian's busybox-static, config {built.config_digest}",
+            "hugetlb v1 mount": ("mounted at /sys/fs/cgroup/hugetlb for the run, unmounted after" if hugetlb_mounted
+                                 else "already mounted at /sys/fs/cgroup/hugetlb, left as found"),
+            "network guard": f"forwarded traffic out of {guarded_interface} dropped during the run",
+        }
+        command = "python bench/run.py " + " ".join(sys.argv[1:])
+        report = render(timings, memory, engines, daemons, details, command.strip())
+        print(report)
+        if args.write:
+            write_doc(report, args.write)
+    return 0
+
+
+def daemon_memory(dockerd: peers.Dockerd) -> str:
+    """Describe the memory of dockerd and its containerd, which docker keeps whatever the number of containers."""
+    processes = list_processes()
+    daemon_pids = [dockerd.process.pid]
+    daemon_pids += [pid for pid, process in processes.items()
+                    if process.ppid == dockerd.process.pid and process.comm == "containerd"]
+    rss = sum(memory_kib(pid)[0] for pid in daemon_pids)
+    return (f"Not in docker's row: dockerd and containerd themselves take {rss / 1024:.1f} MiB RSS "
+            "in all, however many containers run.")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,873 @@
+"""The container service: create, start, stop, inspect and remove containers.
+
+The CLI and the API describe a container with the body of the Engine API's
+``POST /containers/create``. ``create`` merges it with the image's config
+(``ocispec.merge_config``), resolves the user in the image's /etc/passwd,
+creates the volumes it names, records the container in state.db and writes
+its OCI bundle. Everything that must outlive the calling command (starting
+the runtime, holding the output pipes, writing the log, reaping, restarting)
+is done by the shared monitor (``engine/monitor.py``), which this service
+starts on demand and talks to over its control socket.
+
+Container states are Docker's: ``created``, ``running``, ``paused``,
+``restarting``, ``exited``, ``dead``. The monitor writes ``running``,
+``restarting`` and ``exited``; this service writes the rest. Before it reads
+state, the service checks that the monitor of every running container is
+alive (``_check_monitors``): a container whose monitor died is adopted by a
+new monitor if its process still runs, and marked exited with an error
+otherwise.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import logging
+import re
+import secrets
+import signal as signals
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from dockyard.engine import monitor, ocispec, rootfs
+from dockyard.engine.logs import LogEntry, format_time, log_options, parse_time
+from dockyard.errors import Conflict, ContainerError, ContainerNotFound, InvalidArgument, NotFound
+
+if TYPE_CHECKING:
+    from dockyard.config import Config
+    from dockyard.engine.images import ImageService
+    from dockyard.engine.state import State
+    from dockyard.engine.volumes import VolumeService
+
+log = logging.getLogger(__name__)
+
+NAME_PATTERN = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
+DEFAULT_STOP_TIMEOUT = 10
+# Docker's zero time, shown for a container that never started or finished.
+ZERO_TIME = "0001-01-01T00:00:00Z"
+ACTIVE = ("running", "paused", "restarting")
+STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
+RESTART_POLICIES = ("", "no", "always", "unless-stopped", "on-failure")
+# Socket timeout for monitor requests that return at once.
+REQUEST_TIMEOUT = 120.0
+
+ADJECTIVES = (
+    "amber", "bold", "brave", "breezy", "calm", "clever", "cosmic", "crisp", "daring", "eager", "fearless",
+    "gentle", "glowing", "happy", "humble", "jolly", "keen", "lively", "lucid", "mellow", "nimble", "patient",
+    "placid", "quiet", "rapid", "serene", "sharp", "steady", "sunny", "swift", "tidy", "vivid", "wise", "zesty",
+)
+# Scientists and engineers, in the spirit of Docker's default names.
+SURNAMES = (
+    "agnesi", "babbage", "bohr", "boole", "cannon", "curie", "darwin", "dijkstra", "euler", "faraday", "fermat",
+    "feynman", "galois", "gauss", "hamilton", "hopper", "hypatia", "kepler", "knuth", "lamarr", "lovelace",
+    "maxwell", "meitner", "noether", "pascal", "planck", "ritchie", "shannon", "somerville", "tesla", "thompson",
+    "turing", "volta", "wozniak",
+)
+
+
+@dataclass
+class Attachment:
+    """A connection to a container's stdio through the monitor.
+
+    Without a TTY, what ``recv`` returns is stdcopy-framed (an 8-byte header:
+    stream, three zero bytes, big-endian length); with a TTY it is raw.
+    """
+
+    sock: socket.socket
+    tty: bool
+    container_id: str
+    monitor_dir: Path
+    pending: bytes = b""
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def recv(self, size: int = 65536) -> bytes:
+        """Return the next output bytes; b"" once the container's output has ended."""
+        if self.pending:
+            data, self.pending = self.pending[:size], self.pending[size:]
+            return data
+        return self.sock.recv(size)
+
+    def write(self, data: bytes) -> None:
+        """Send bytes to the container's stdin."""
+        self.sock.sendall(data)
+
+    def close_stdin(self) -> None:
+        """End the container's input; with StdinOnce its stdin is closed."""
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def resize(self, height: int, width: int) -> None:
+        monitor.call(self.monitor_dir, {"op": "resize", "id": self.container_id, "height": height, "width": width})
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> "Attachment":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _now() -> str:
+    return format_time(time.time_ns())
+
+
+def human_duration(seconds: float) -> str:
+    """Format a duration as Docker's status column does ("3 seconds", "About a minute", "2 hours")."""
+    if seconds < 1:
+        return "Less than a second"
+    if seconds < 2:
+        return "1 second"
+    if seconds < 60:
+        return f"{int(seconds)} seconds"
+    minutes = int(seconds / 60)
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = int(seconds / 3600 + 0.5)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{int(seconds / 3600) // 24 // 365} years"
+
+
+def _since(timestamp: str) -> float:
+    if not timestamp or timestamp.startswith("0001"):
+        return 0.0
+    return max(0.0, time.time() - parse_time(timestamp))
+
+
+class ContainerService:
+    """Containers in one dockyard root; reached as ``Engine(config).containers``."""
+
+    def __init__(self, config: "Config", state: "State", images: "ImageService", volumes: "VolumeService") -> None:
+        self.config = config
+        self.root = Path(config.root)
+        self.run_root = Path(config.run_root)
+        self.state = state
+        self.images = images
+        self.volumes = volumes
+        self.runtime_root = self.run_root / "runtime"
+        self.monitor_dir = monitor.monitor_dir(self.root, self.run_root)
+
+    # -- names -------------------------------------------------------------------
+
+    def resolve(self, name: str) -> str:
+        """Return the full ID for a full ID, a name (with or without "/") or a unique ID prefix."""
+        if self.state.container(name) is not None:
+            return name
+        found = self.state.container_id_for_name(name.removeprefix("/"))
+        if found is not None:
+            return found
+        matches = self.state.container_ids_with_prefix(name)
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise InvalidArgument(f"multiple IDs found with provided prefix: {name}")
+        raise ContainerNotFound(name)
+
+    def _row(self, name: str) -> dict[str, Any]:
+        self._check_monitors()
+        container_id = self.resolve(name)
+        row = self.state.container(container_id)
+        if row is None:
+            raise ContainerNotFound(name)
+        return row
+
+    def _new_name(self) -> str:
+        for attempt in range(100):
+            name = f"{secrets.choice(ADJECTIVES)}_{secrets.choice(SURNAMES)}"
+            if attempt >= 10:
+                name += str(secrets.randbelow(10))
+            if self.state.container_id_for_name(name) is None:
+                return name
+        return f"container_{secrets.token_hex(4)}"
+
+    # -- create --------------------------------------------------------------------
+
+    def create(self, body: dict, name: str | None = None) -> str:
+        """Create a container from a ``POST /containers/create`` body; returns its full ID."""
+        from dockyard.engine.locks import gc_lock
+
+        if name is not None:
+            name = name.removeprefix("/")
+            if not NAME_PATTERN.fullmatch(name):
+                raise InvalidArgument(f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+            holder = self.state.container_id_for_name(name)
+            if holder is not None:
+                from dockyard.engine.state import name_conflict
+
+                raise name_conflict(name, holder)
+        image_name = body.get("Image")
+        if not image_name:
+            raise InvalidArgument("no image given: the create body needs Image")
+        container_id = secrets.token_hex(32)
+        host_config = self._host_config(body.get("HostConfig") or {})
+
+        # Shared GC lock: image garbage collection must not delete the
+        # image's snapshots between resolving them and recording the container.
+        with gc_lock(self.root, exclusive=False):
+            image_id = self.images.resolve(image_name)
+            image = self.state.image(image_id)
+            if image is None:
+                from dockyard.errors import ImageNotFound
+
+                raise ImageNotFound(image_name)
+            image_config = json.loads(image.config).get("config") or {}
+            layers = self.state.image_layers(image_id)
+            lowers = [str(path) for path in self.images.snapshots.lowers(layers[-1].chain_id)] if layers else []
+            config = ocispec.merge_config(body, image_config, container_id)
+            user = self._resolve_user(config["User"], lowers, host_config.get("GroupAdd"))
+            mounts, mount_points, anonymous = self._mounts(container_id, config, host_config)
+            record = {
+                "Config": config,
+                "HostConfig": host_config,
+                "Mounts": mount_points,
+                "OciMounts": mounts,
+                "AnonymousVolumes": anonymous,
+                "Lowers": lowers,
+                "User": user,
+            }
+            # Generating the spec now reports invalid options at create time, as Docker does.
+            rootfs.prepare(self.root, self.run_root, container_id)
+            try:
+                self._write_bundle(container_id, record)
+                self.state.add_container({
+                    "id": container_id,
+                    "name": name or self._new_name(),
+                    "image": image_name,
+                    "image_id": image_id,
+                    "created": _now(),
+                    "config": json.dumps(record),
+                })
+            except BaseException:
+                rootfs.remove_files(self.root, self.run_root, container_id)
+                for volume in anonymous:
+                    self.volumes.delete(volume)
+                raise
+        log.debug("created container %s from image %s", container_id, image_id)
+        return container_id
+
+    def _host_config(self, given: dict[str, Any]) -> dict[str, Any]:
+        """Return the HostConfig with Docker's defaults filled in, after checking what dockyard supports."""
+        host_config = dict(given)
+        ocispec.network_mode(host_config)
+        host_config.setdefault("NetworkMode", "default")
+        policy = dict(host_config.get("RestartPolicy") or {})
+        policy.setdefault("Name", "no")
+        policy.setdefault("MaximumRetryCount", 0)
+        if policy["Name"] not in RESTART_POLICIES:
+            raise InvalidArgument(f"invalid restart policy {policy['Name']!r}: use no, always, unless-stopped or on-failure")
+        if policy["MaximumRetryCount"] and policy["Name"] != "on-failure":
+            raise InvalidArgument("invalid restart policy: maximum retry count can only be used with 'on-failure'")
+        if policy["MaximumRetryCount"] < 0:
+            raise InvalidArgument("invalid restart policy: maximum retry count cannot be negative")
+        if policy["Name"] == "":
+            policy["Name"] = "no"
+        host_config["RestartPolicy"] = policy
+        if host_config.get("AutoRemove") and policy["Name"] != "no":
+            raise InvalidArgument("can't create 'AutoRemove' container with restart policy")
+        log_config = dict(host_config.get("LogConfig") or {})
+        log_config["Type"] = log_config.get("Type") or "json-file"
+        log_config["Config"] = dict(log_config.get("Config") or {})
+        if log_config["Type"] != "json-file":
+            raise InvalidArgument(f"log driver {log_config['Type']!r} is not supported: only json-file is")
+        log_options(log_config["Config"])
+        host_config["LogConfig"] = log_config
+        if host_config.get("Init") and ocispec.find_init_binary() is None:
+            raise InvalidArgument("--init needs docker-init or tini-static installed on the host; neither was found")
+        for unsupported in ("PortBindings", "Links", "VolumesFrom", "Devices", "ExtraHosts", "Dns"):
+            if host_config.get(unsupported):
+                raise InvalidArgument(f"HostConfig.{unsupported} is not supported yet")
+        return host_config
+
+    def _resolve_user(self, user: str, lowers: builtins.list[str], group_add: builtins.list[str] | None) -> dict:
+        from dockyard.image import layer
+
+        paths = [Path(path) for path in lowers]
+        passwd = layer.read_file(paths, "/etc/passwd") if paths else None
+        group = layer.read_file(paths, "/etc/group") if paths else None
+        return ocispec.resolve_user(
+            user,
+            passwd.decode(errors="replace") if passwd is not None else None,
+            group.decode(errors="replace") if group is not None else None,
+            group_add,
+        )
+
+    def _mounts(self, container_id: str, config: dict, host_config: dict) -> tuple[builtins.list, builtins.list, builtins.list]:
+        """Resolve Binds, Mounts, Tmpfs and the image's Volumes into OCI mounts and Docker mount points."""
+        oci: builtins.list[dict] = []
+        points: builtins.list[dict] = []
+        anonymous: builtins.list[str] = []
+        taken: set[str] = set()
+
+        def add_volume(name: str | None, destination: str, readonly: bool) -> None:
+            volume = self.volumes.create(name, anonymous=name is None)
+            if name is None:
+                anonymous.append(volume["Name"])
+            oci.append(ocispec.bind_mount(volume["Mountpoint"], destination, readonly))
+            points.append({"Type": "volume", "Name": volume["Name"], "Source": volume["Mountpoint"],
+                           "Destination": destination, "Driver": "local", "Mode": "" if not readonly else "ro",
+                           "RW": not readonly, "Propagation": ""})
+            taken.add(destination)
+
+        def add_bind(source: str, destination: str, readonly: bool) -> None:
+            oci.append(ocispec.bind_mount(source, destination, readonly))
+            points.append({"Type": "bind", "Source": source, "Destination": destination, "Mode": "ro" if readonly else "",
+                           "RW": not readonly, "Propagation": "rprivate"})
+            taken.add(destination)
+
+        for text in host_config.get("Binds") or []:
+            bind = ocispec.parse_bind(text)
+            if bind["volume"]:
+                add_volume(bind["source"], bind["destination"], bind["readonly"])
+            else:
+                # Like Docker's -v, a missing host directory is created.
+                Path(bind["source"]).mkdir(parents=True, exist_ok=True)
+                add_bind(bind["source"], bind["destination"], bind["readonly"])
+        for mount in host_config.get("Mounts") or []:
+            kind = mount.get("Type")
+            target = mount.get("Target") or ""
+            if not target.startswith("/"):
+                raise InvalidArgument(f"invalid mount config: target {target!r} is not an absolute path")
+            readonly = bool(mount.get("ReadOnly"))
+            if kind == "bind":
+                source = mount.get("Source") or ""
+                if not Path(source).exists():
+                    raise InvalidArgument(f'invalid mount config for type "bind": bind source path does not exist: {source}')
+                add_bind(source, target, readonly)
+            elif kind == "volume":
+                add_volume(mount.get("Source") or None, target, readonly)
+            elif kind == "tmpfs":
+                options = mount.get("TmpfsOptions") or {}
+                text = ",".join(
+                    ([f"size={options['SizeBytes']}"] if options.get("SizeBytes") else [])
+                    + ([f"mode={options['Mode']:o}"] if options.get("Mode") else [])
+                    + (["ro"] if readonly else [])
+                )
+                oci.append(ocispec.tmpfs_mount(target, text))
+                points.append({"Type": "tmpfs", "Source": "", "Destination": target, "Mode": "", "RW": not readonly,
+                               "Propagation": ""})
+                taken.add(target)
+            else:
+                raise InvalidArgument(f"invalid mount config: mount type {kind!r} is not supported")
+        for destination, options in (host_config.get("Tmpfs") or {}).items():
+            oci.append(ocispec.tmpfs_mount(destination, options or ""))
+            taken.add(destination)
+        for destination in config.get("Volumes") or {}:
+            if destination not in taken:
+                add_volume(None, destination, False)
+
+        host_network = ocispec.network_mode(host_config) == "host"
+        hostname = rootfs.hostname() if host_network else config["Hostname"]
+        files = rootfs.write_etc_files(self.root, container_id, hostname, host_network)
+        for name, path in files.items():
+            destination = f"/etc/{name}"
+            if destination not in taken:
+                oci.append(ocispec.bind_mount(str(path), destination, readonly=bool(host_config.get("ReadonlyRootfs"))))
+        # Parents first: a mount at /a/b must come after the one at /a.
+        oci.sort(key=lambda entry: entry["destination"].rstrip("/").count("/"))
+        return oci, points, anonymous
+
+    def _write_bundle(self, container_id: str, record: dict) -> None:
+        """Write config.json and monitor.json into the container's bundle directory."""
+        bundle = rootfs.bundle_dir(self.run_root, container_id)
+        rootfs.prepare(self.root, self.run_root, container_id)
+        host_config = record["HostConfig"]
+        spec = ocispec.generate(
+            record["Config"], host_config,
+            container_id=container_id,
+            rootfs=str(bundle / "rootfs"),
+            user=record["User"],
+            mounts=record["OciMounts"],
+            init_binary=ocispec.find_init_binary() if host_config.get("Init") else None,
+            host_hostname=rootfs.hostname(),
+        )
+        max_size, max_file = log_options(host_config["LogConfig"]["Config"])
+        config = record["Config"]
+        launch = {
+            "id": container_id,
+            "lowers": record["Lowers"],
+            "tty": config["Tty"],
+            "open_stdin": config["OpenStdin"],
+            "stdin_once": config["StdinOnce"],
+            "log_path": str(rootfs.log_path(self.root, container_id)),
+            "log_max_size": max_size,
+            "log_max_file": max_file,
+            "restart": host_config["RestartPolicy"],
+            "auto_remove": bool(host_config.get("AutoRemove")),
+            "anonymous_volumes": record["AnonymousVolumes"],
+        }
+        (bundle / "config.json").write_text(json.dumps(spec, indent=1))
+        (bundle / "monitor.json").write_text(json.dumps(launch))
+
+    # -- the monitor --------------------------------------------------------------
+
+    def _call(self, request: dict, timeout: float | None = REQUEST_TIMEOUT, start: bool = True) -> dict:
+        """Send a request to the monitor, starting it first if needed; retried once if the monitor just exited."""
+        for attempt in range(2):
+            if start:
+                monitor.ensure_running(self.root, self.run_root)
+            try:
+                return monitor.call(self.monitor_dir, request, timeout)
+            except (ConnectionError, FileNotFoundError, ConnectionRefusedError) as error:
+                if attempt == 1 or not start:
+                    raise ContainerError(f"the container monitor in {self.monitor_dir} failed: {error}") from error
+                log.debug("monitor request %s failed (%s); retrying", request.get("op"), error)
+        raise AssertionError("unreachable")
+
+    def _monitor_alive(self) -> bool:
+        return monitor.is_monitor_process(monitor.read_pidfile(self.monitor_dir))
+
+    def _check_monitors(self) -> None:
+        """Adopt or mark exited every active container whose monitor is gone."""
+        from dockyard.runtime import container as runtime
+
+        for row in self.state.containers():
+            if row["status"] not in ACTIVE or monitor.is_monitor_process(row["monitor_pid"]):
+                continue
+            container_id = row["id"]
+            try:
+                runtime_state = runtime.load(container_id, self.runtime_root)
+            except NotFound:
+                runtime_state = None
+            if runtime_state is not None and runtime_state.alive():
+                try:
+                    self._call({"op": "adopt", "id": container_id, "pid": runtime_state.pid,
+                                "start_time": runtime_state.start_time})
+                    log.warning("container %s: its monitor (pid %d) died; a new monitor adopted it",
+                                container_id, row["monitor_pid"])
+                    continue
+                except ContainerError as error:
+                    log.warning("adopting container %s failed: %s", container_id, error)
+            self._mark_lost(row, runtime_state is not None)
+
+    def _mark_lost(self, row: dict, has_runtime_state: bool) -> None:
+        from dockyard.runtime import container as runtime
+
+        container_id = row["id"]
+        message = (f"the container monitor (pid {row['monitor_pid']}) exited while the container was "
+                   f"{row['status']}, and the container's process is gone; its exit code is unknown")
+        log.warning("container %s: %s", container_id, message)
+        if has_runtime_state:
+            try:
+                runtime.delete(container_id, self.runtime_root, force=True)
+            except Exception as error:  # noqa: BLE001 - cleanup continues with the other steps
+                log.error("deleting the runtime state of container %s failed: %s", container_id, error)
+        rootfs.unmount(self.run_root, container_id)
+        self.state.update_container(container_id, status="exited", pid=0, exit_code=monitor.UNKNOWN_EXIT_CODE,
+                                    error=message, finished_at=_now())
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self, name: str) -> None:
+        """Start a created or exited container; starting a running one does nothing, as in Docker."""
+        row = self._row(name)
+        container_id = row["id"]
+        if row["status"] == "running":
+            return
+        if row["status"] == "paused":
+            raise Conflict("cannot start a paused container, try unpause instead")
+        record = json.loads(row["config"])
+        self._write_bundle(container_id, record)
+        try:
+            self._call({"op": "start", "id": container_id})
+        except Exception as error:
+            # Docker records a failed start as exit code 128 with the reason.
+            self.state.update_container(container_id, error=str(error), exit_code=128)
+            raise
+
+    def stop(self, name: str, timeout: int | None = None, signal: str | None = None) -> None:
+        """Send the stop signal, then SIGKILL after ``timeout`` seconds (-1 waits forever); returns once it exited."""
+        row = self._row(name)
+        if row["status"] not in ACTIVE:
+            return
+        config = json.loads(row["config"])["Config"]
+        number = ocispec.parse_signal(signal or config.get("StopSignal") or "SIGTERM")
+        if timeout is None:
+            timeout = config.get("StopTimeout")
+        if timeout is None:
+            timeout = DEFAULT_STOP_TIMEOUT
+        socket_timeout = None if timeout < 0 else timeout + REQUEST_TIMEOUT
+        self._call({"op": "stop", "id": row["id"], "signal": number, "timeout": timeout}, socket_timeout)
+
+    def kill(self, name: str, signal: str = "KILL") -> None:
+        row = self._row(name)
+        number = ocispec.parse_signal(signal)
+        if row["status"] not in ("running", "paused"):
+            raise Conflict(f"cannot kill container: {name}: container {row['id']} is not running")
+        config = json.loads(row["config"])["Config"]
+        stop_number = ocispec.parse_signal(config.get("StopSignal") or "SIGTERM")
+        # As in Docker, killing with SIGKILL or the stop signal counts as a
+        # manual stop, so the restart policy does not bring it back.
+        manual = number in (signals.SIGKILL, stop_number)
+        self._call({"op": "kill", "id": row["id"], "signal": number, "manual": manual})
+
+    def restart(self, name: str, timeout: int | None = None) -> None:
+        self.stop(name, timeout)
+        self.start(name)
+
+    def pause(self, name: str) -> None:
+        from dockyard.runtime import container as runtime
+
+        row = self._row(name)
+        if row["status"] == "paused":
+            raise Conflict(f"Container {row['id']} is already paused")
+        if row["status"] != "running":
+            raise Conflict(f"Container {row['id']} is not running")
+        runtime.pause(row["id"], self.runtime_root)
+        self.state.update_container(row["id"], status="paused")
+
+    def unpause(self, name: str) -> None:
+        from dockyard.runtime import container as runtime
+
+        row = self._row(name)
+        if row["status"] != "paused":
+            raise Conflict(f"Container {row['id']} is not paused")
+        runtime.resume(row["id"], self.runtime_root)
+        self.state.update_container(row["id"], status="running")
+
+    def rename(self, name: str, new_name: str) -> None:
+        row = self._row(name)
+        new_name = new_name.removeprefix("/")
+        if not NAME_PATTERN.fullmatch(new_name):
+            raise InvalidArgument(f"Invalid container name ({new_name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        if new_name == row["name"]:
+            raise Conflict(f"Renaming a container with the same name as its current name: {new_name}")
+        self.state.rename_container(row["id"], new_name)
+
+    def wait(self, name: str, condition: str = "not-running") -> dict:
+        """Block until the container reaches ``condition`` (not-running, next-exit, removed); returns its exit code."""
+        if condition not in ("not-running", "next-exit", "removed"):
+            raise InvalidArgument(f"invalid wait condition {condition!r}: use not-running, next-exit or removed")
+        row = self._row(name)
+        container_id = row["id"]
+        if condition == "not-running" and row["status"] not in ACTIVE:
+            return {"StatusCode": row["exit_code"], "Error": None}
+        if condition == "removed" and row["status"] not in ACTIVE and not self._monitor_alive():
+            return self._wait_removed(container_id, row["exit_code"])
+        try:
+            reply = self._call({"op": "wait", "id": container_id, "condition": condition}, timeout=None)
+        except ContainerError:
+            self._check_monitors()
+            reply = {}
+        if reply.get("StatusCode") is not None:
+            if condition == "removed" and not reply.get("removed") and self.state.container(container_id) is not None:
+                return self._wait_removed(container_id, reply["StatusCode"])
+            return {"StatusCode": reply["StatusCode"], "Error": None}
+        current = self.state.container(container_id)
+        if current is None:
+            return {"StatusCode": row["exit_code"], "Error": None}
+        if condition == "removed":
+            return self._wait_removed(container_id, current["exit_code"])
+        if condition == "next-exit" and current["status"] in ACTIVE:
+            return self.wait(container_id, condition)
+        return {"StatusCode": current["exit_code"], "Error": None}
+
+    def _wait_removed(self, container_id: str, exit_code: int) -> dict:
+        while True:
+            row = self.state.container(container_id)
+            if row is None:
+                return {"StatusCode": exit_code, "Error": None}
+            exit_code = row["exit_code"]
+            time.sleep(0.1)
+
+    def remove(self, name: str, force: bool = False, volumes: bool = False) -> None:
+        """Remove a container and everything it has on disk; ``force`` kills a running one first."""
+        from dockyard.runtime import container as runtime
+
+        row = self._row(name)
+        container_id = row["id"]
+        if row["status"] in ACTIVE:
+            if not force:
+                raise Conflict(
+                    f"You cannot remove a {row['status']} container {container_id}. "
+                    "Stop the container before attempting removal or force remove"
+                )
+            self._call({"op": "stop", "id": container_id, "signal": int(signals.SIGKILL), "timeout": 0})
+        if self._monitor_alive():
+            self._call({"op": "forget", "id": container_id}, start=False)
+        if (self.runtime_root / container_id).exists():
+            runtime.delete(container_id, self.runtime_root, force=True)
+        rootfs.remove_files(self.root, self.run_root, container_id)
+        record = json.loads(row["config"])
+        self.state.delete_container(container_id)
+        for volume in record.get("AnonymousVolumes") or []:
+            if volumes and self.state.volume(volume) is not None and not self.volumes.used_volumes().get(volume):
+                self.volumes.delete(volume)
+        log.debug("removed container %s", container_id)
+
+    def prune(self, filters: dict | None = None) -> dict:
+        """Remove every stopped container matching the filters (``until``, ``label``)."""
+        filters = dict(filters or {})
+        until = filters.pop("until", None)
+        for key in filters:
+            if key not in ("label", "label!"):
+                raise InvalidArgument(f"invalid filter '{key}'")
+        deleted = []
+        reclaimed = 0
+        self._check_monitors()
+        for row in self.state.containers():
+            if row["status"] in ACTIVE:
+                continue
+            record = json.loads(row["config"])
+            if until and parse_time(row["created"]) >= _time_filter(until[-1]):
+                continue
+            if not _labels_match(record["Config"].get("Labels") or {}, filters.get("label"), filters.get("label!")):
+                continue
+            reclaimed += rootfs.directory_size(rootfs.container_dir(self.root, row["id"]) / "diff")
+            self.remove(row["id"])
+            deleted.append(row["id"])
+        return {"ContainersDeleted": deleted, "SpaceReclaimed": reclaimed}
+
+    # -- queries ----------------------------------------------------------------------
+
+    def list(self, all: bool = False, filters: dict | None = None, limit: int | None = None) -> builtins.list[dict]:
+        """Return ContainerSummary objects, the most recently created first."""
+        self._check_monitors()
+        filters = {key: builtins.list(values) for key, values in (filters or {}).items()}
+        for key in filters:
+            if key not in ("status", "name", "id", "label", "ancestor", "exited", "before", "since"):
+                raise InvalidArgument(f"invalid filter '{key}'")
+        for status in filters.get("status", []):
+            if status not in STATUSES:
+                raise InvalidArgument(f"invalid filter 'status={status}'")
+        rows = self.state.containers()
+        if limit is not None and limit > 0:
+            rows = rows[:limit]
+            all = True
+        if filters.get("status") or filters.get("exited"):
+            all = True
+        ancestors = self._ancestor_ids(filters.get("ancestor"))
+        result = []
+        for row in rows:
+            if not all and row["status"] not in ACTIVE:
+                continue
+            record = json.loads(row["config"])
+            if not self._matches(row, record, filters, ancestors):
+                continue
+            result.append(self._summary(row, record))
+        return result
+
+    def _ancestor_ids(self, values: builtins.list[str] | None) -> set[str] | None:
+        if not values:
+            return None
+        found = set()
+        for value in values:
+            try:
+                found.add(self.images.resolve(value))
+            except NotFound:
+                continue
+        return found
+
+    def _matches(self, row: dict, record: dict, filters: dict, ancestors: set[str] | None) -> bool:
+        if filters.get("status") and row["status"] not in filters["status"]:
+            return False
+        if filters.get("id") and not any(row["id"].startswith(value) for value in filters["id"]):
+            return False
+        if filters.get("name") and not any(re.search(value.removeprefix("/"), row["name"]) for value in filters["name"]):
+            return False
+        if filters.get("exited"):
+            if row["status"] != "exited" or str(row["exit_code"]) not in filters["exited"]:
+                return False
+        if ancestors is not None and row["image_id"] not in ancestors:
+            return False
+        if not _labels_match(record["Config"].get("Labels") or {}, filters.get("label"), None):
+            return False
+        return True
+
+    def status_text(self, row: dict) -> str:
+        """Return Docker's human status: "Up 3 seconds", "Exited (0) 5 seconds ago", "Created", ..."""
+        status = row["status"]
+        if status == "running":
+            return f"Up {human_duration(_since(row['started_at']))}"
+        if status == "paused":
+            return f"Up {human_duration(_since(row['started_at']))} (Paused)"
+        if status == "restarting":
+            return f"Restarting ({row['exit_code']}) {human_duration(_since(row['finished_at']))} ago"
+        if status == "exited":
+            if not row["finished_at"]:
+                return f"Exited ({row['exit_code']})"
+            return f"Exited ({row['exit_code']}) {human_duration(_since(row['finished_at']))} ago"
+        if status == "removing":
+            return "Removal In Progress"
+        if status == "dead":
+            return "Dead"
+        return "Created"
+
+    def _summary(self, row: dict, record: dict) -> dict:
+        config = record["Config"]
+        args = ocispec.command_args(config)
+        if record["HostConfig"].get("Init"):
+            args = [ocispec.INIT_PATH_IN_CONTAINER, "--", *args]
+        return {
+            "Id": row["id"],
+            "Names": [f"/{row['name']}"],
+            "Image": row["image"],
+            "ImageID": row["image_id"],
+            "Command": " ".join(args),
+            "Created": int(parse_time(row["created"])),
+            "Ports": [],
+            "Labels": config.get("Labels") or {},
+            "State": row["status"],
+            "Status": self.status_text(row),
+            "HostConfig": {"NetworkMode": record["HostConfig"].get("NetworkMode", "default")},
+            "NetworkSettings": {"Networks": {}},
+            "Mounts": record.get("Mounts") or [],
+        }
+
+    def inspect(self, name: str) -> dict:
+        """Return the ContainerInspectResponse object."""
+        row = self._row(name)
+        record = json.loads(row["config"])
+        config = record["Config"]
+        args = ocispec.command_args(config)
+        if record["HostConfig"].get("Init"):
+            args = [ocispec.INIT_PATH_IN_CONTAINER, "--", *args]
+        directory = rootfs.container_dir(self.root, row["id"])
+        status = row["status"]
+        return {
+            "Id": row["id"],
+            "Created": row["created"],
+            "Path": args[0],
+            "Args": args[1:],
+            "State": {
+                "Status": status,
+                "Running": status in ("running", "paused"),
+                "Paused": status == "paused",
+                "Restarting": status == "restarting",
+                "OOMKilled": bool(row["oom_killed"]),
+                "Dead": status == "dead",
+                "Pid": row["pid"] if status in ("running", "paused") else 0,
+                "ExitCode": row["exit_code"],
+                "Error": row["error"],
+                "StartedAt": row["started_at"] or ZERO_TIME,
+                "FinishedAt": row["finished_at"] or ZERO_TIME,
+            },
+            "Image": row["image_id"],
+            "ResolvConfPath": str(directory / "resolv.conf"),
+            "HostnamePath": str(directory / "hostname"),
+            "HostsPath": str(directory / "hosts"),
+            "LogPath": str(rootfs.log_path(self.root, row["id"])),
+            "Name": f"/{row['name']}",
+            "RestartCount": row["restart_count"],
+            "Driver": "overlay",
+            "Platform": "linux",
+            "MountLabel": "",
+            "ProcessLabel": "",
+            "AppArmorProfile": "",
+            "ExecIDs": None,
+            "HostConfig": record["HostConfig"],
+            "GraphDriver": {
+                "Name": "overlay",
+                "Data": {
+                    "LowerDir": ":".join(record["Lowers"]),
+                    "UpperDir": str(directory / "diff"),
+                    "WorkDir": str(directory / "work"),
+                    "MergedDir": str(rootfs.bundle_dir(self.run_root, row["id"]) / "rootfs"),
+                },
+            },
+            "Mounts": record.get("Mounts") or [],
+            "Config": config,
+            "NetworkSettings": {"Networks": {}, "Ports": {}, "SandboxKey": ""},
+        }
+
+    # -- output -------------------------------------------------------------------------
+
+    def logs(self, name: str, *, follow: bool = False, tail: int | None = None, since: float | None = None,
+             until: float | None = None, stdout: bool = True, stderr: bool = True) -> Iterator[LogEntry]:
+        """Yield the container's log lines; with ``follow``, until the container stops."""
+        from dockyard.engine import logs
+
+        row = self._row(name)
+        container_id = row["id"]
+        streams = tuple(stream for stream, wanted in (("stdout", stdout), ("stderr", stderr)) if wanted)
+
+        def running() -> bool:
+            current = self.state.container(container_id)
+            return current is not None and current["status"] in ACTIVE
+
+        return logs.read(rootfs.log_path(self.root, container_id), tail=tail, since=since, until=until,
+                         streams=streams, follow=follow, running=running)
+
+    def attach(self, name: str, *, stdin: bool, stdout: bool, stderr: bool, logs: bool = False) -> Attachment:
+        """Connect to the container's stdio through the monitor; works before ``start`` too, so no output is lost."""
+        row = self._row(name)
+        container_id = row["id"]
+        record = json.loads(row["config"])
+        if not (rootfs.bundle_dir(self.run_root, container_id) / "monitor.json").exists():
+            self._write_bundle(container_id, record)
+        monitor.ensure_running(self.root, self.run_root)
+        sock = monitor.connect(self.monitor_dir, timeout=None)
+        try:
+            request = {"op": "attach", "id": container_id, "stdin": stdin, "stdout": stdout, "stderr": stderr}
+            sock.sendall(json.dumps(request).encode() + b"\n")
+            line, rest = monitor.read_line(sock)
+            monitor.raise_for(json.loads(line))
+        except BaseException:
+            sock.close()
+            raise
+        tty = bool(record["Config"].get("Tty"))
+        replay = b""
+        if logs:
+            for entry in self.logs(container_id, stdout=stdout, stderr=stderr):
+                number = 1 if entry.stream == "stdout" else 2
+                replay += entry.data if tty else _frame(number, entry.data)
+        return Attachment(sock, tty, container_id, self.monitor_dir, replay + rest)
+
+    def shutdown_monitor(self, timeout: float = 10.0) -> None:
+        """Ask an idle monitor to exit now and wait until it has (for tests and ``system`` commands)."""
+        pid = monitor.read_pidfile(self.monitor_dir)
+        if not monitor.is_monitor_process(pid):
+            return
+        self._call({"op": "shutdown"}, start=False)
+        deadline = time.monotonic() + timeout
+        while monitor.is_monitor_process(pid):
+            if time.monotonic() > deadline:
+                raise ContainerError(f"the container monitor (pid {pid}) did not exit within {timeout} s")
+            time.sleep(0.02)
+
+
+def _frame(stream: int, data: bytes) -> bytes:
+    import struct
+
+    return struct.pack(">BxxxL", stream, len(data)) + data
+
+
+def _labels_match(labels: dict, wanted: builtins.list[str] | None, unwanted: builtins.list[str] | None) -> bool:
+    for value in wanted or []:
+        key, separator, expected = value.partition("=")
+        if key not in labels or (separator and labels[key] != expected):
+            return False
+    for value in unwanted or []:
+        key, separator, expected = value.partition("=")
+        if key in labels and (not separator or labels[key] == expected):
+            return False
+    return True
+
+
+def _time_filter(value: str) -> float:
+    """Parse an ``until`` filter: a Unix time, a duration such as ``10m`` or ``2h``, or an RFC 3339 time."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    if value and value[-1] in units and value[:-1].replace(".", "", 1).isdigit():
+        return time.time() - float(value[:-1]) * units[value[-1]]
+    try:
+        return float(value)
+    except ValueError:
+        return parse_time(value)

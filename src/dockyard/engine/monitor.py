@@ -1,0 +1,1111 @@
+"""The shared container monitor: one process per state root that supervises every running container.
+
+The monitor is started on demand by the first command that starts a
+container (``ensure_running``), detaches from it (double fork and
+``setsid``), and exits ``IDLE_TIMEOUT`` seconds after its last container and
+client are gone. It is a child subreaper, so the containers' init processes,
+whose first parent (the runtime's set-up process) exits, become its children.
+
+One ``selectors`` loop serves:
+
+- the control socket ``<monitor dir>/control.sock``: one JSON request line
+  per connection (``start``, ``stop``, ``kill``, ``wait``, ``attach``,
+  ``resize``, ``adopt``, ``forget``, ``ping``, ``shutdown``) and one JSON
+  reply line. ``attach`` turns the connection into a stream: the container's
+  output goes to the client (stdcopy-framed without a TTY, raw with one) and
+  what the client sends goes to the container's stdin;
+- each container's stdout and stderr pipes, or the PTY master it received
+  over the runtime's console socket: output goes to the json-file log and to
+  attached clients;
+- SIGCHLD through ``signal.set_wakeup_fd``: reap, record the exit code
+  (128+N for signal N) in state.db, unmount the root, apply the restart
+  policy or ``AutoRemove``;
+- pidfds of containers adopted from a monitor that died (their exit status is
+  read from /proc while the process is a zombie, and is unknown otherwise).
+
+The engine writes everything the monitor needs to start a container into
+``<bundle>/monitor.json``. To keep the memory per container small, this
+module imports only the standard library, the runtime and the engine's
+state, logs and rootfs modules, and those only in the monitor process.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import heapq
+import json
+import logging
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from dockyard.errors import ContainerError, DockyardError, RuntimeFailure
+
+log = logging.getLogger(__name__)
+
+IDLE_TIMEOUT = float(os.environ.get("DOCKYARD_MONITOR_IDLE_TIMEOUT", "10"))
+START_TIMEOUT = 10.0
+# Docker's restart backoff: 100 ms, doubled after each restart up to one
+# minute, and reset when the container ran for at least 10 seconds.
+RESTART_DELAY_FIRST = 0.1
+RESTART_DELAY_MAX = 60.0
+RESTART_RESET_AFTER = 10.0
+# An attached client that falls this far behind is disconnected rather than
+# letting the monitor's memory grow.
+CLIENT_BUFFER_LIMIT = 8 * 1024 * 1024
+# How long to keep reading a container's pipes after its init exited.
+DRAIN_TIMEOUT = 2.0
+UNKNOWN_EXIT_CODE = 255
+RECENT_EXIT_TTL = 60.0
+STDOUT, STDERR = 1, 2
+TIOCSWINSZ = 0x5414
+
+
+# -- paths and the client side (used by the engine) ---------------------------
+
+
+def monitor_dir(root: Path, run_root: Path) -> Path:
+    """Return the run-root directory of the monitor of ``root``; roots that share a run root get their own."""
+    key = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:16]
+    return Path(run_root) / "monitors" / key
+
+
+def _short_path(directory: Path, name: str) -> tuple[str, int]:
+    """Return a path to ``directory/name`` short enough for a unix socket, and a descriptor to close.
+
+    A socket path is limited to 107 bytes; going through ``/proc/self/fd``
+    of an open directory keeps it short whatever the run root is.
+    """
+    descriptor = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    return f"/proc/self/fd/{descriptor}/{name}", descriptor
+
+
+def connect(directory: Path, timeout: float | None = 30.0) -> socket.socket:
+    """Connect to the monitor's control socket; raises OSError when no monitor listens."""
+    path, descriptor = _short_path(directory, "control.sock")
+    try:
+        connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        connection.settimeout(timeout)
+        try:
+            connection.connect(path)
+        except OSError:
+            connection.close()
+            raise
+        return connection
+    finally:
+        os.close(descriptor)
+
+
+def read_line(connection: socket.socket, limit: int = 1024 * 1024) -> tuple[bytes, bytes]:
+    """Read one line; returns it without the newline, and any bytes received after it."""
+    buffer = b""
+    while b"\n" not in buffer:
+        chunk = connection.recv(65536)
+        if not chunk:
+            raise ConnectionError("the monitor closed the connection before replying")
+        buffer += chunk
+        if len(buffer) > limit:
+            raise ConnectionError("the monitor's reply line is too long")
+    line, _, rest = buffer.partition(b"\n")
+    return line, rest
+
+
+def call(directory: Path, request: dict[str, Any], timeout: float | None = 30.0) -> dict[str, Any]:
+    """Send one request and return the reply; raises the error the monitor reported."""
+    with connect(directory, timeout) as connection:
+        connection.sendall(json.dumps(request).encode() + b"\n")
+        line, _ = read_line(connection)
+    reply = json.loads(line)
+    raise_for(reply)
+    return reply
+
+
+def raise_for(reply: dict[str, Any]) -> None:
+    if reply.get("ok"):
+        return
+    from dockyard import errors
+
+    kind = getattr(errors, reply.get("kind", ""), None)
+    message = reply.get("error", "the monitor failed without a message")
+    if isinstance(kind, type) and issubclass(kind, DockyardError):
+        try:
+            raise kind(message)
+        except TypeError:
+            pass
+    raise ContainerError(message)
+
+
+def read_pidfile(directory: Path) -> int:
+    try:
+        return int((directory / "pid").read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def is_monitor_process(pid: int) -> bool:
+    """Tell whether ``pid`` is a live monitor process (not a zombie, not a reused PID)."""
+    if pid <= 0:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    if stat[stat.rindex(")") + 2] in "ZX":
+        return False
+    return b"dockyard.engine.monitor" in command
+
+
+def ensure_running(root: Path, run_root: Path) -> int:
+    """Start the monitor of ``root`` unless it runs; returns its PID.
+
+    A lock file orders concurrent callers, so two commands never start two
+    monitors; the monitor also holds ``alive.lock`` for its whole life.
+    """
+    from dockyard.engine.locks import file_lock
+
+    directory = monitor_dir(root, run_root)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with file_lock(directory / "start.lock"):
+        pid = read_pidfile(directory)
+        if is_monitor_process(pid) and _answers(directory):
+            return pid
+        _spawn(root, run_root, directory)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            pid = read_pidfile(directory)
+            if is_monitor_process(pid) and _answers(directory):
+                return pid
+            time.sleep(0.02)
+    log_file = directory / "monitor.log"
+    tail = log_file.read_text()[-2000:] if log_file.exists() else ""
+    raise RuntimeFailure(f"the container monitor for {root} did not start within {START_TIMEOUT} s; its log:\n{tail}")
+
+
+def _answers(directory: Path) -> bool:
+    try:
+        call(directory, {"op": "ping"}, timeout=5.0)
+        return True
+    except (OSError, ValueError, DockyardError):
+        return False
+
+
+def _spawn(root: Path, run_root: Path, directory: Path) -> None:
+    """Start the monitor detached: fork, setsid, fork again and exec, so it is nobody's child."""
+    command = [sys.executable, "-m", "dockyard.engine.monitor", "--root", str(root), "--run-root", str(run_root)]
+    log.debug("starting the container monitor: %s", " ".join(command))
+    log_fd = os.open(directory / "monitor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    null_fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        first = os.fork()
+        if first == 0:
+            try:
+                os.setsid()
+                if os.fork() != 0:
+                    os._exit(0)
+                os.dup2(null_fd, 0)
+                os.dup2(log_fd, 1)
+                os.dup2(log_fd, 2)
+                os.chdir("/")
+                os.execv(sys.executable, command)
+            finally:
+                os._exit(127)
+        os.waitpid(first, 0)
+    finally:
+        os.close(log_fd)
+        os.close(null_fd)
+
+
+# -- the monitor process ----------------------------------------------------------------------
+
+
+class Client:
+    """A control connection: a pending request, a waiter, or an attached stream."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.inbuf = b""
+        self.outbuf = bytearray()
+        self.mode = "request"  # request, waiting, attached, closing
+        self.container: "Supervised | None" = None
+        self.streams: tuple[bool, bool, bool] = (False, False, False)  # stdin, stdout, stderr
+        self.condition = "next-exit"
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+
+class Supervised:
+    """One container the monitor knows: running, waiting for a restart, or only attached to."""
+
+    def __init__(self, container_id: str, spec: dict[str, Any]) -> None:
+        self.id = container_id
+        self.spec = spec
+        self.pid = 0
+        self.pidfd: int | None = None
+        self.outputs: dict[int, int] = {}  # fd -> stream number
+        self.stdin_fd: int | None = None
+        self.pty_fd: int | None = None
+        self.stdin_buffer = bytearray()
+        self.close_stdin_pending = False
+        self.writer: Any = None
+        self.clients: list[Client] = []
+        self.waiters: list[Client] = []
+        self.stopping = False
+        self.kill_timer: list | None = None
+        self.restart_timer: list | None = None
+        self.restart_count = int(spec.get("restart_count", 0))
+        self.restart_delay = 0.0
+        self.started = 0.0
+
+    @property
+    def tty(self) -> bool:
+        return bool(self.spec.get("tty"))
+
+    @property
+    def running(self) -> bool:
+        return self.pid > 0
+
+
+def _now_rfc3339() -> str:
+    from dockyard.engine.logs import format_time
+
+    return format_time(time.time_ns())
+
+
+class Monitor:
+    def __init__(self, root: Path, run_root: Path) -> None:
+        self.root = Path(root)
+        self.run_root = Path(run_root)
+        self.directory = monitor_dir(root, run_root)
+        self.state_root = self.run_root / "runtime"
+        self.selector = selectors.DefaultSelector()
+        self.watches: dict[int, list[Callable[[], None] | None]] = {}
+        self.containers: dict[str, Supervised] = {}
+        self.clients: set[Client] = set()
+        self.timers: list[list] = []
+        self.timer_sequence = 0
+        self.idle_since = time.monotonic()
+        self.done = False
+        # Exit codes of containers that exited recently, so that a ``wait``
+        # arriving just after an AutoRemove still gets the code.
+        self.recent_exits: dict[str, tuple[int, float]] = {}
+        from dockyard.engine.state import State
+
+        self.state = State(self.root / "state.db")
+
+    # -- the loop ---------------------------------------------------------------
+
+    def watch(self, fd: int, reader: Callable[[], None] | None = None, writer: Callable[[], None] | None = None) -> None:
+        """Set the read and write handlers of ``fd``; with neither, the descriptor is no longer watched."""
+        handlers = [reader, writer]
+        events = (selectors.EVENT_READ if handlers[0] else 0) | (selectors.EVENT_WRITE if handlers[1] else 0)
+        if fd in self.watches:
+            if events:
+                self.selector.modify(fd, events)
+            else:
+                self.selector.unregister(fd)
+        elif events:
+            self.selector.register(fd, events)
+        if events:
+            self.watches[fd] = handlers
+        else:
+            self.watches.pop(fd, None)
+
+    def unwatch(self, fd: int) -> None:
+        if self.watches.pop(fd, None) is not None:
+            self.selector.unregister(fd)
+
+    def set_writer(self, fd: int, writer: Callable[[], None] | None) -> None:
+        current = self.watches.get(fd, [None, None])
+        self.watch(fd, current[0], writer)
+
+    def timer(self, delay: float, callback: Callable[[], None]) -> list:
+        self.timer_sequence += 1
+        entry = [time.monotonic() + delay, self.timer_sequence, callback]
+        heapq.heappush(self.timers, entry)
+        return entry
+
+    @staticmethod
+    def cancel(entry: list | None) -> None:
+        if entry is not None:
+            entry[2] = None
+
+    def serve(self) -> None:
+        libc_prctl_subreaper()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        alive = os.open(self.directory / "alive.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(alive, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.error("another monitor holds %s; exiting", self.directory / "alive.lock")
+            return
+        wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda number, frame: None)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, lambda number, frame: setattr(self, "done", True))
+        self.watch(wake_read, lambda: self.on_signal(wake_read))
+
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        socket_path = self.directory / "control.sock"
+        socket_path.unlink(missing_ok=True)
+        short, descriptor = _short_path(self.directory, "control.sock")
+        try:
+            listener.bind(short)
+        finally:
+            os.close(descriptor)
+        os.chmod(socket_path, 0o600)
+        listener.listen(64)
+        listener.setblocking(False)
+        self.watch(listener.fileno(), lambda: self.accept(listener))
+        (self.directory / "pid").write_text(f"{os.getpid()}\n")
+        log.info("monitor %d serving %s", os.getpid(), socket_path)
+        try:
+            self.loop()
+        finally:
+            log.info("monitor %d exiting", os.getpid())
+            self.unwatch(listener.fileno())
+            listener.close()
+            socket_path.unlink(missing_ok=True)
+            if read_pidfile(self.directory) == os.getpid():
+                (self.directory / "pid").unlink(missing_ok=True)
+            os.close(alive)
+
+    def loop(self) -> None:
+        while not self.done:
+            timeout = None
+            while self.timers and self.timers[0][2] is None:
+                heapq.heappop(self.timers)
+            if self.timers:
+                timeout = max(0.0, self.timers[0][0] - time.monotonic())
+            if self.idle():
+                remaining = self.idle_since + IDLE_TIMEOUT - time.monotonic()
+                if remaining <= 0:
+                    return
+                timeout = remaining if timeout is None else min(timeout, remaining)
+            else:
+                self.idle_since = time.monotonic()
+            for key, events in self.selector.select(timeout):
+                handlers = self.watches.get(key.fd)
+                if handlers is None:
+                    continue
+                if events & selectors.EVENT_READ and handlers[0]:
+                    self.guard(handlers[0])
+                handlers = self.watches.get(key.fd)
+                if handlers is not None and events & selectors.EVENT_WRITE and handlers[1]:
+                    self.guard(handlers[1])
+            now = time.monotonic()
+            while self.timers and self.timers[0][0] <= now:
+                entry = heapq.heappop(self.timers)
+                if entry[2] is not None:
+                    self.guard(entry[2])
+
+    def guard(self, handler: Callable[[], None]) -> None:
+        """Run a handler; an error is logged and the loop goes on serving the other containers."""
+        try:
+            handler()
+        except Exception:  # noqa: BLE001 - one container's failure must not stop the others' monitor
+            log.exception("monitor handler failed")
+
+    def idle(self) -> bool:
+        return not self.containers and not self.clients
+
+    # -- control connections -----------------------------------------------------------
+
+    def accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except BlockingIOError:
+                return
+            sock.setblocking(False)
+            client = Client(sock)
+            self.clients.add(client)
+            self.watch(client.fileno(), lambda client=client: self.client_readable(client))
+
+    def client_readable(self, client: Client) -> None:
+        try:
+            data = client.sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if client.mode == "attached":
+            if data:
+                self.to_stdin(client, data)
+            else:
+                self.attach_input_closed(client)
+            return
+        if not data:
+            self.drop(client)
+            return
+        if client.mode != "request":
+            return
+        client.inbuf += data
+        if b"\n" not in client.inbuf:
+            if len(client.inbuf) > 1024 * 1024:
+                self.drop(client)
+            return
+        line, _, rest = client.inbuf.partition(b"\n")
+        client.inbuf = b""
+        try:
+            request = json.loads(line)
+            self.dispatch(client, request, rest)
+        except DockyardError as error:
+            self.reply(client, {"ok": False, "error": str(error), "kind": type(error).__name__}, close=True)
+        except (ValueError, KeyError, TypeError, OSError) as error:
+            log.exception("request failed")
+            self.reply(client, {"ok": False, "error": f"monitor request failed: {error}"}, close=True)
+
+    def send(self, client: Client, data: bytes) -> None:
+        if client.mode == "closed":
+            return
+        client.outbuf += data
+        if len(client.outbuf) > CLIENT_BUFFER_LIMIT:
+            log.warning("dropping a client that is %d bytes behind", len(client.outbuf))
+            self.drop(client)
+            return
+        self.flush(client)
+
+    def flush(self, client: Client) -> None:
+        while client.outbuf:
+            try:
+                sent = client.sock.send(client.outbuf)
+            except BlockingIOError:
+                break
+            except OSError:
+                self.drop(client)
+                return
+            del client.outbuf[:sent]
+        if client.outbuf:
+            self.set_writer(client.fileno(), lambda: self.flush(client))
+        else:
+            if client.fileno() in self.watches:
+                self.set_writer(client.fileno(), None)
+            if client.mode == "closing":
+                self.drop(client)
+
+    def reply(self, client: Client, message: dict[str, Any], close: bool = True) -> None:
+        if close:
+            client.mode = "closing"
+        self.send(client, json.dumps(message).encode() + b"\n")
+
+    def drop(self, client: Client) -> None:
+        if client.mode == "closed":
+            return
+        self.unwatch(client.fileno())
+        client.mode = "closed"
+        client.sock.close()
+        self.clients.discard(client)
+        container = client.container
+        if container is not None:
+            if client in container.clients:
+                container.clients.remove(client)
+            if client in container.waiters:
+                container.waiters.remove(client)
+            self.maybe_forget(container)
+
+    def finish_stream(self, client: Client) -> None:
+        """Close an attached client once what is queued for it is sent."""
+        client.mode = "closing"
+        self.flush(client)
+
+    def dispatch(self, client: Client, request: dict[str, Any], rest: bytes) -> None:
+        op = request.get("op")
+        if op == "ping":
+            self.reply(client, {"ok": True, "pid": os.getpid()})
+            return
+        if op == "shutdown":
+            if any(container.running for container in self.containers.values()):
+                raise ContainerError("the monitor still supervises running containers; stop them first")
+            self.reply(client, {"ok": True})
+            self.done = True
+            return
+        container_id = request["id"]
+        if op == "start":
+            container = self.supervised(container_id)
+            if request.get("attach"):
+                self.attach(client, container, request["attach"], rest, reply=False)
+            if not container.running:
+                self.cancel(container.restart_timer)
+                container.restart_timer = None
+                container.stopping = False
+                self.start(container)
+            message = {"ok": True, "pid": container.pid}
+            if request.get("attach"):
+                self.send(client, json.dumps(message).encode() + b"\n")
+            else:
+                self.reply(client, message)
+        elif op == "attach":
+            self.attach(client, self.supervised(container_id), request, rest, reply=True)
+        elif op == "stop":
+            self.stop(client, container_id, int(request.get("signal", signal.SIGTERM)), request.get("timeout"))
+        elif op == "kill":
+            container = self.containers.get(container_id)
+            if container is None or not container.running:
+                raise ContainerError(f"Container {container_id} is not running")
+            if request.get("manual"):
+                container.stopping = True
+            self.signal(container, int(request["signal"]))
+            self.reply(client, {"ok": True})
+        elif op == "wait":
+            container = self.containers.get(container_id)
+            condition = request.get("condition", "next-exit")
+            recent = self.recent_exits.get(container_id)
+            if container is None and recent is not None and condition != "next-exit":
+                self.reply(client, {"ok": True, "running": False, "StatusCode": recent[0], "Error": None,
+                                    "removed": self.state.container(container_id) is None})
+                return
+            if container is None or (condition == "not-running" and not container.running
+                                     and container.restart_timer is None):
+                self.reply(client, {"ok": True, "running": False})
+                return
+            client.mode = "waiting"
+            client.condition = condition
+            client.container = container
+            container.waiters.append(client)
+        elif op == "resize":
+            container = self.containers.get(container_id)
+            if container is None or container.pty_fd is None:
+                raise ContainerError(f"container {container_id} has no terminal to resize")
+            size = struct.pack("HHHH", int(request["height"]), int(request["width"]), 0, 0)
+            fcntl.ioctl(container.pty_fd, TIOCSWINSZ, size)
+            self.reply(client, {"ok": True})
+        elif op == "adopt":
+            self.adopt(container_id, int(request["pid"]), int(request["start_time"]))
+            self.reply(client, {"ok": True})
+        elif op == "forget":
+            container = self.containers.get(container_id)
+            if container is not None:
+                if container.running:
+                    raise ContainerError(f"cannot forget container {container_id}: it is running")
+                self.cancel(container.restart_timer)
+                container.restart_timer = None
+                self.release(container, removed=True)
+            self.reply(client, {"ok": True})
+        else:
+            raise ContainerError(f"unknown monitor request {op!r}")
+
+    # -- containers -------------------------------------------------------------------
+
+    def load_spec(self, container_id: str) -> dict[str, Any]:
+        from dockyard.engine.rootfs import bundle_dir
+
+        path = bundle_dir(self.run_root, container_id) / "monitor.json"
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ContainerError(f"container {container_id} has no start description at {path}") from None
+
+    def supervised(self, container_id: str) -> Supervised:
+        container = self.containers.get(container_id)
+        if container is None:
+            container = Supervised(container_id, self.load_spec(container_id))
+            row = self.state.container(container_id)
+            if row is not None:
+                container.restart_count = row["restart_count"]
+            self.containers[container_id] = container
+        return container
+
+    def attach(self, client: Client, container: Supervised, options: dict[str, Any], rest: bytes, reply: bool) -> None:
+        client.mode = "attached"
+        client.container = container
+        client.streams = (bool(options.get("stdin")), bool(options.get("stdout")), bool(options.get("stderr")))
+        container.clients.append(client)
+        if reply:
+            self.send(client, json.dumps({"ok": True, "tty": container.tty}).encode() + b"\n")
+        if rest:
+            self.to_stdin(client, rest)
+
+    def start(self, container: Supervised) -> None:
+        """Mount the root, create the container with the runtime, connect its stdio, start it."""
+        from dockyard.engine import logs, rootfs
+        from dockyard.runtime import container as runtime
+
+        spec = self.load_spec(container.id)
+        container.spec = spec
+        bundle = rootfs.bundle_dir(self.run_root, container.id)
+        rootfs.mount(self.root, self.run_root, container.id, spec["lowers"])
+        if (self.state_root / container.id).exists():
+            # Left from a run whose exit this monitor did not see.
+            self.runtime_delete(container.id)
+        child_fds: list[int] = []
+        own_fds: list[int] = []
+        console_dir = None
+        listener = None
+        try:
+            null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+            child_fds.append(null)
+            stdin = stdout = stderr = null
+            if spec.get("tty"):
+                import tempfile
+
+                # A socket path must be short; the run root may be long.
+                console_dir = tempfile.mkdtemp(prefix="dockyard-console-")
+                listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                listener.bind(os.path.join(console_dir, "c.sock"))
+                listener.listen(1)
+            else:
+                out_read, out_write = os.pipe()
+                err_read, err_write = os.pipe()
+                own_fds += [out_read, err_read]
+                child_fds += [out_write, err_write]
+                stdout, stderr = out_write, err_write
+                if spec.get("open_stdin"):
+                    in_read, in_write = os.pipe()
+                    own_fds.append(in_write)
+                    child_fds.append(in_read)
+                    stdin = in_read
+            pid = runtime.create(
+                container.id, bundle, self.state_root, stdin=stdin, stdout=stdout, stderr=stderr,
+                console_socket=os.path.join(console_dir, "c.sock") if console_dir else None,
+            )
+            for fd in child_fds:
+                os.close(fd)
+            child_fds = []
+            if listener is not None:
+                listener.settimeout(START_TIMEOUT)
+                connection, _ = listener.accept()
+                with connection:
+                    _, fds, _, _ = socket.recv_fds(connection, 1024, 1)
+                if not fds:
+                    raise RuntimeFailure(f"container {container.id}: the runtime sent no terminal")
+                container.pty_fd = fds[0]
+                own_fds.append(fds[0])
+            runtime.start(container.id, self.state_root)
+        except BaseException:
+            for fd in child_fds + own_fds:
+                os.close(fd)
+            container.pty_fd = None
+            if (self.state_root / container.id).exists():
+                self.runtime_delete(container.id)
+            rootfs.unmount(self.run_root, container.id)
+            raise
+        finally:
+            if listener is not None:
+                listener.close()
+            if console_dir is not None:
+                import shutil
+
+                shutil.rmtree(console_dir, ignore_errors=True)
+
+        container.pid = pid
+        container.started = time.monotonic()
+        if container.writer is None:
+            container.writer = logs.LogWriter(Path(spec["log_path"]), spec["log_max_size"], spec["log_max_file"])
+        if container.pty_fd is not None:
+            os.set_blocking(container.pty_fd, False)
+            container.outputs = {container.pty_fd: STDOUT}
+            container.stdin_fd = container.pty_fd if spec.get("open_stdin") else None
+            self.watch(container.pty_fd, lambda: self.output_readable(container, container.pty_fd))
+        else:
+            container.outputs = {own_fds[0]: STDOUT, own_fds[1]: STDERR}
+            for fd in own_fds[:2]:
+                os.set_blocking(fd, False)
+                self.watch(fd, lambda fd=fd: self.output_readable(container, fd))
+            container.stdin_fd = own_fds[2] if len(own_fds) > 2 else None
+            if container.stdin_fd is not None:
+                os.set_blocking(container.stdin_fd, False)
+        self.state.update_container(
+            container.id, status="running", pid=pid, started_at=_now_rfc3339(), error="", exit_code=0,
+            oom_killed=0, monitor_pid=os.getpid(), restart_count=container.restart_count, manually_stopped=0,
+        )
+        log.info("container %s started with pid %d", container.id, pid)
+        if container.stdin_buffer and container.stdin_fd is not None:
+            # Input that an attached client sent before the container started.
+            self.set_writer(container.stdin_fd, lambda: self.write_stdin(container))
+
+    def runtime_delete(self, container_id: str) -> None:
+        from dockyard.runtime import container as runtime
+
+        try:
+            runtime.delete(container_id, self.state_root, force=True)
+        except DockyardError as error:
+            log.error("deleting the runtime state of container %s failed: %s", container_id, error)
+
+    def adopt(self, container_id: str, pid: int, start_time: int) -> None:
+        """Supervise a running container whose monitor died: watch its init with a pidfd."""
+        from dockyard.runtime.state import process_start_time
+
+        container = self.supervised(container_id)
+        if container.running:
+            return
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            pidfd = None
+        if pidfd is None or process_start_time(pid) != start_time:
+            if pidfd is not None:
+                os.close(pidfd)
+            raise ContainerError(f"container {container_id}: its process {pid} is gone, nothing to adopt")
+        container.pid = pid
+        container.pidfd = pidfd
+        container.started = time.monotonic()
+        self.watch(pidfd, lambda: self.adopted_exited(container))
+        self.state.update_container(container_id, monitor_pid=os.getpid())
+        log.warning(
+            "adopted container %s (pid %d) after its monitor died; its output pipes were lost with that monitor, "
+            "so nothing more of its output reaches the log", container_id, pid,
+        )
+
+    def adopted_exited(self, container: Supervised) -> None:
+        assert container.pidfd is not None
+        self.unwatch(container.pidfd)
+        status = _zombie_exit_status(container.pid)
+        os.close(container.pidfd)
+        container.pidfd = None
+        if status is None:
+            self.exited(container, UNKNOWN_EXIT_CODE,
+                        "the exit status is unknown: the container was adopted after its monitor died")
+        else:
+            self.exited(container, _exit_code(status))
+
+    def on_signal(self, fd: int) -> None:
+        try:
+            while os.read(fd, 512):
+                pass
+        except BlockingIOError:
+            pass
+        self.reap()
+
+    def reap(self) -> None:
+        by_pid = {container.pid: container for container in self.containers.values() if container.running}
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            container = by_pid.get(pid)
+            if container is not None and container.pidfd is None:
+                self.exited(container, _exit_code(status))
+
+    def output_readable(self, container: Supervised, fd: int) -> None:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError as error:
+            # EIO: the terminal's other side closed, which is how a PTY ends.
+            if error.errno != errno.EIO:
+                log.error("reading output of container %s failed: %s", container.id, error)
+            data = b""
+        if not data:
+            self.close_output(container, fd)
+            return
+        self.deliver(container, container.outputs[fd], data)
+
+    def deliver(self, container: Supervised, stream: int, data: bytes) -> None:
+        container.writer.write("stdout" if stream == STDOUT else "stderr", data)
+        for client in list(container.clients):
+            if not client.streams[stream]:
+                continue
+            if container.tty:
+                self.send(client, data)
+            else:
+                self.send(client, struct.pack(">BxxxL", stream, len(data)) + data)
+
+    def close_output(self, container: Supervised, fd: int) -> None:
+        stream = container.outputs.pop(fd, None)
+        self.unwatch(fd)
+        if fd == container.pty_fd:
+            container.pty_fd = None
+            if container.stdin_fd == fd:
+                container.stdin_fd = None
+        os.close(fd)
+        if stream is not None and container.writer is not None:
+            container.writer.close_stream("stdout" if stream == STDOUT else "stderr")
+
+    def to_stdin(self, client: Client, data: bytes) -> None:
+        container = client.container
+        if container is None or not client.streams[0]:
+            return
+        container.stdin_buffer += data
+        if container.stdin_fd is not None:
+            self.set_writer(container.stdin_fd, lambda: self.write_stdin(container))
+
+    def write_stdin(self, container: Supervised) -> None:
+        fd = container.stdin_fd
+        if fd is None:
+            return
+        while container.stdin_buffer:
+            try:
+                written = os.write(fd, container.stdin_buffer)
+            except BlockingIOError:
+                return
+            except OSError:
+                # The container closed its stdin: drop what it will never read.
+                container.stdin_buffer.clear()
+                break
+            del container.stdin_buffer[:written]
+        self.set_writer(fd, None)
+        if container.close_stdin_pending:
+            self.close_stdin(container)
+
+    def attach_input_closed(self, client: Client) -> None:
+        """The client ended its input; with StdinOnce the container's stdin closes too."""
+        container = client.container
+        self.unwatch_reader(client)
+        if container is None or not client.streams[0]:
+            return
+        if container.spec.get("stdin_once") and not container.tty:
+            container.close_stdin_pending = True
+            if not container.stdin_buffer:
+                self.close_stdin(container)
+
+    def unwatch_reader(self, client: Client) -> None:
+        handlers = self.watches.get(client.fileno())
+        if handlers is not None:
+            self.watch(client.fileno(), None, handlers[1])
+        if not client.streams[1] and not client.streams[2]:
+            self.drop(client)
+
+    def close_stdin(self, container: Supervised) -> None:
+        container.close_stdin_pending = False
+        fd = container.stdin_fd
+        if fd is None or fd == container.pty_fd:
+            return
+        self.unwatch(fd)
+        os.close(fd)
+        container.stdin_fd = None
+
+    # -- stopping and exits ----------------------------------------------------------------
+
+    def signal(self, container: Supervised, number: int) -> None:
+        from dockyard.runtime import container as runtime
+
+        log.info("sending signal %d to container %s", number, container.id)
+        try:
+            if container.pidfd is not None:
+                signal.pidfd_send_signal(container.pidfd, number)
+            else:
+                runtime.kill(container.id, number, self.state_root)
+        except (ProcessLookupError, RuntimeFailure) as error:
+            log.info("signal %d to container %s not delivered: %s", number, container.id, error)
+
+    def stop(self, client: Client, container_id: str, number: int, timeout: Any) -> None:
+        container = self.containers.get(container_id)
+        if container is None or not container.running:
+            if container is not None and container.restart_timer is not None:
+                self.cancel(container.restart_timer)
+                container.restart_timer = None
+                self.state.update_container(container_id, status="exited", manually_stopped=1)
+                self.release(container)
+            self.reply(client, {"ok": True, "running": False})
+            return
+        container.stopping = True
+        self.signal(container, number)
+        # Paused containers get the signal once thawed, as in Docker.
+        self.thaw(container)
+        if timeout is not None and int(timeout) >= 0:
+            self.cancel(container.kill_timer)
+            container.kill_timer = self.timer(float(timeout), lambda: self.signal(container, signal.SIGKILL))
+        client.mode = "waiting"
+        client.condition = "next-exit"
+        client.container = container
+        container.waiters.append(client)
+
+    def thaw(self, container: Supervised) -> None:
+        if container.pidfd is not None:
+            return
+        from dockyard.runtime import container as runtime
+        from dockyard.runtime.state import PAUSED
+
+        try:
+            if runtime.load(container.id, self.state_root).status() == PAUSED:
+                runtime.resume(container.id, self.state_root)
+        except DockyardError as error:
+            log.error("thawing container %s failed: %s", container.id, error)
+
+    def drain(self, container: Supervised) -> None:
+        """Read what is left in the output pipes after the init exited, for up to DRAIN_TIMEOUT."""
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+        while container.outputs and time.monotonic() < deadline:
+            import select
+
+            ready, _, _ = select.select(list(container.outputs), [], [], max(0.0, deadline - time.monotonic()))
+            for fd in ready:
+                self.output_readable(container, fd)
+        for fd in list(container.outputs):
+            self.close_output(container, fd)
+
+    def exited(self, container: Supervised, code: int, error: str = "") -> None:
+        from dockyard.engine import rootfs
+
+        log.info("container %s exited with code %d", container.id, code)
+        container.pid = 0
+        self.cancel(container.kill_timer)
+        container.kill_timer = None
+        self.drain(container)
+        if container.stdin_fd is not None:
+            self.close_stdin(container)
+        oom_killed = _oom_killed(container.id) if container.pidfd is None else False
+        if (self.state_root / container.id).exists():
+            self.runtime_delete(container.id)
+        rootfs.unmount(self.run_root, container.id)
+
+        ran = time.monotonic() - container.started
+        restart = self.should_restart(container, code)
+        self.state.update_container(
+            container.id, status="restarting" if restart else "exited", pid=0, exit_code=code,
+            finished_at=_now_rfc3339(), oom_killed=int(oom_killed), error=error,
+            manually_stopped=int(container.stopping),
+        )
+        now = time.monotonic()
+        self.recent_exits = {key: value for key, value in self.recent_exits.items() if now - value[1] < RECENT_EXIT_TTL}
+        self.recent_exits[container.id] = (code, now)
+        reply = {"ok": True, "running": False, "StatusCode": code, "Error": error or None}
+        for client in list(container.waiters):
+            if client.condition != "removed":
+                container.waiters.remove(client)
+                self.reply(client, reply)
+        for client in list(container.clients):
+            container.clients.remove(client)
+            self.finish_stream(client)
+
+        if restart:
+            if ran >= RESTART_RESET_AFTER or container.restart_delay == 0:
+                container.restart_delay = RESTART_DELAY_FIRST
+            else:
+                container.restart_delay = min(container.restart_delay * 2, RESTART_DELAY_MAX)
+            log.info("restarting container %s in %.1f s", container.id, container.restart_delay)
+            container.restart_timer = self.timer(container.restart_delay, lambda: self.restart(container))
+            return
+        if container.spec.get("auto_remove"):
+            self.auto_remove(container, reply)
+            return
+        self.release(container)
+
+    def should_restart(self, container: Supervised, code: int) -> bool:
+        policy = container.spec.get("restart") or {}
+        name = policy.get("Name") or "no"
+        if container.stopping or name == "no":
+            return False
+        if name in ("always", "unless-stopped"):
+            return True
+        if name == "on-failure":
+            maximum = int(policy.get("MaximumRetryCount") or 0)
+            return code != 0 and (maximum == 0 or container.restart_count < maximum)
+        return False
+
+    def restart(self, container: Supervised) -> None:
+        container.restart_timer = None
+        if self.state.container(container.id) is None:
+            self.release(container, removed=True)
+            return
+        container.restart_count += 1
+        try:
+            self.start(container)
+        except DockyardError as error:
+            log.error("restarting container %s failed: %s", container.id, error)
+            self.state.update_container(container.id, status="exited", error=str(error),
+                                        restart_count=container.restart_count)
+            self.release(container)
+
+    def auto_remove(self, container: Supervised, reply: dict[str, Any]) -> None:
+        from dockyard.engine import rootfs, volumes
+
+        log.info("removing container %s (AutoRemove)", container.id)
+        try:
+            rootfs.remove_files(self.root, self.run_root, container.id)
+            self.state.delete_container(container.id)
+            for name in container.spec.get("anonymous_volumes") or []:
+                directory = volumes.volume_path(self.root, name).parent
+                if directory.exists():
+                    import shutil
+
+                    shutil.rmtree(directory, ignore_errors=True)
+                self.state.delete_volume(name)
+        except DockyardError as error:
+            log.error("removing container %s failed: %s", container.id, error)
+        self.release(container, removed=True, reply=reply)
+
+    def release(self, container: Supervised, removed: bool = False, reply: dict[str, Any] | None = None) -> None:
+        """Forget a container that is not running: close its log and answer its remaining waiters."""
+        if container.writer is not None:
+            container.writer.close()
+            container.writer = None
+        if removed:
+            message = reply or {"ok": True, "running": False, "removed": True}
+            for client in list(container.waiters):
+                container.waiters.remove(client)
+                self.reply(client, message)
+        self.maybe_forget(container)
+
+    def maybe_forget(self, container: Supervised) -> None:
+        if container.running or container.restart_timer is not None:
+            return
+        if container.clients or container.waiters:
+            return
+        if container.writer is not None:
+            container.writer.close()
+            container.writer = None
+        self.containers.pop(container.id, None)
+
+
+def _exit_code(status: int) -> int:
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def _zombie_exit_status(pid: int) -> int | None:
+    """Return the wait status of a zombie process from /proc (field 52 of stat), or None once it is reaped."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()
+    if fields[0] != "Z" or len(fields) < 50:
+        return None
+    return int(fields[49])
+
+
+def _oom_killed(container_id: str) -> bool:
+    """Tell whether the kernel's OOM killer killed a process of the container's memory cgroup."""
+    for path in (f"/sys/fs/cgroup/memory/dockyard/{container_id}/memory.oom_control",
+                 f"/sys/fs/cgroup/dockyard/{container_id}/memory.events"):
+        try:
+            text = Path(path).read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if name == "oom_kill" and value.strip().isdigit():
+                return int(value) > 0
+    return False
+
+
+def libc_prctl_subreaper() -> None:
+    from dockyard.runtime import libc
+
+    libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m dockyard.engine.monitor")
+    parser.add_argument("--root", type=Path, required=True)
+    parser.add_argument("--run-root", type=Path, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if os.environ.get("DOCKYARD_DEBUG") == "1" else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    Monitor(args.root, args.run_root).serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""The shared container monitor: one per root, its death, adoption of orphaned containers, and idle exit.
+
+Tests that kill the monitor kill only the monitor process they started (by
+the PID in its pidfile) and, in one case, the container's init by its PID.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from dockyard.config import Config
+from dockyard.engine import Engine, monitor
+from tests.support.images import ImageSet
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def engine(test_images: ImageSet) -> Iterator[Engine]:
+    base = Path(tempfile.mkdtemp(prefix="dockyard-monitor-"))
+    instance = Engine(Config(root=base / "root", run_root=base / "run"))
+    instance.images.pull(test_images.busybox)
+    try:
+        yield instance
+    finally:
+        for summary in instance.containers.list(all=True):
+            instance.containers.remove(summary["Id"], force=True, volumes=True)
+        instance.containers.shutdown_monitor()
+        instance.close()
+        shutil.rmtree(base)
+
+
+def body(image: str, *cmd: str, **host_config: object) -> dict:
+    return {"Image": image, "Cmd": list(cmd), "HostConfig": {"NetworkMode": "none", **host_config}}
+
+
+def monitor_pid(engine: Engine) -> int:
+    return monitor.read_pidfile(monitor.monitor_dir(engine.config.root, engine.config.run_root))
+
+
+def wait_gone(pid: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while monitor.is_monitor_process(pid):
+        assert time.monotonic() < deadline, f"process {pid} still runs"
+        time.sleep(0.02)
+
+
+def test_one_monitor_for_concurrent_starts(engine: Engine, test_images: ImageSet):
+    ids = [engine.containers.create(body(test_images.busybox, "sleep", "100")) for _ in range(4)]
+    errors: list[BaseException] = []
+
+    def start(container_id: str) -> None:
+        try:
+            # A separate engine per thread, as separate commands would have.
+            other = Engine(engine.config)
+            other.containers.start(container_id)
+            other.close()
+        except BaseException as error:  # noqa: BLE001 - reported by the assert below
+            errors.append(error)
+
+    threads = [threading.Thread(target=start, args=(container_id,)) for container_id in ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    pids = {engine.state.container(container_id)["monitor_pid"] for container_id in ids}
+    assert pids == {monitor_pid(engine)}
+    for container_id in ids:
+        assert engine.containers.inspect(container_id)["State"]["Running"]
+
+
+def test_dead_monitor_and_container_show_exited_with_error(engine: Engine, test_images: ImageSet):
+    container_id = engine.containers.create(body(test_images.busybox, "sleep", "100"))
+    engine.containers.start(container_id)
+    pid = monitor_pid(engine)
+    container_pid = engine.containers.inspect(container_id)["State"]["Pid"]
+    os.kill(pid, signal.SIGKILL)
+    os.kill(container_pid, signal.SIGKILL)
+    wait_gone(pid)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{container_pid}/stat").exists() and "Z" not in Path(f"/proc/{container_pid}/stat").read_text().rsplit(")", 1)[1][:3]:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    state = engine.containers.inspect(container_id)["State"]
+    assert state["Status"] == "exited"
+    assert state["Running"] is False
+    assert "monitor" in state["Error"]
+    assert state["ExitCode"] == monitor.UNKNOWN_EXIT_CODE
+    assert container_id not in Path("/proc/self/mountinfo").read_text()
+
+
+def test_running_container_is_adopted_by_next_monitor(engine: Engine, test_images: ImageSet):
+    container_id = engine.containers.create(body(test_images.busybox, "sleep", "100"))
+    engine.containers.start(container_id)
+    old = monitor_pid(engine)
+    container_pid = engine.containers.inspect(container_id)["State"]["Pid"]
+    os.kill(old, signal.SIGKILL)
+    wait_gone(old)
+    state = engine.containers.inspect(container_id)["State"]
+    new = monitor_pid(engine)
+    assert state["Status"] == "running"
+    assert state["Pid"] == container_pid
+    assert new != old
+    assert engine.state.container(container_id)["monitor_pid"] == new
+    started = time.monotonic()
+    engine.containers.stop(container_id, timeout=1)
+    assert time.monotonic() - started < 5
+    state = engine.containers.inspect(container_id)["State"]
+    assert state["Status"] == "exited"
+    # The exit status of a process that is not the monitor's child is read
+    # while it is a zombie; if its new parent reaped it first, it is unknown.
+    assert state["ExitCode"] in (137, monitor.UNKNOWN_EXIT_CODE)
+    assert container_id not in Path("/proc/self/mountinfo").read_text()
+
+
+def test_monitor_exits_when_idle(engine: Engine, test_images: ImageSet, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("DOCKYARD_MONITOR_IDLE_TIMEOUT", "0.5")
+    container_id = engine.containers.create(body(test_images.busybox, "true"))
+    engine.containers.start(container_id)
+    pid = monitor_pid(engine)
+    assert engine.containers.wait(container_id)["StatusCode"] == 0
+    wait_gone(pid, timeout=10)
+    assert not (monitor.monitor_dir(engine.config.root, engine.config.run_root) / "pid").exists()
+
+
+def test_monitor_memory_per_idle_container(engine: Engine, test_images: ImageSet):
+    """Report the monitor's resident memory with 20 idle containers; fail only above a generous bound."""
+    ids = [engine.containers.create(body(test_images.busybox, "sleep", "100")) for _ in range(20)]
+    for container_id in ids:
+        engine.containers.start(container_id)
+    status = Path(f"/proc/{monitor_pid(engine)}/status").read_text()
+    rss_kib = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+    print(f"monitor RSS with 20 containers: {rss_kib} KiB, {rss_kib / 20:.0f} KiB per container")
+    assert rss_kib / 20 < 2048
