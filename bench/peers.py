@@ -11,7 +11,8 @@ And the host changes they need, each undone on exit:
 
 - ``hugetlb_v1``: crun 1.8 rejects a hybrid cgroup host while any controller is
   bound to the cgroup2 mount only. On this kind of host that is hugetlb, so it
-  is mounted as a v1 hierarchy for the benchmark.
+  is mounted as a v1 hierarchy for the benchmark, in a private mount
+  namespace so that other software on the host does not use it.
 - ``new_cgroups_removed``: removes the parent cgroups that docker and podman
   leave in every hierarchy.
 - ``host_bridge``: a bridge for dockerd's default network, so that the
@@ -36,6 +37,7 @@ import shlex
 import shutil
 import subprocess
 import tarfile
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -291,38 +293,51 @@ def _remove_empty_cgroups(top: Path) -> list[Path]:
     return [child for child in children if child.exists()]
 
 
-@contextlib.contextmanager
-def hugetlb_v1(release_timeout: float = 300.0) -> Iterator[bool]:
-    """Mount the hugetlb controller as a cgroup v1 hierarchy while the block runs.
+def in_private_mount_namespace() -> bool:
+    """Return whether this process has a mount namespace other than PID 1's."""
+    return os.readlink("/proc/self/ns/mnt") != os.readlink("/proc/1/ns/mnt")
 
-    Yields True when this call mounted it, False when it was a v1 hierarchy
-    already (then it is left as found). Any runtime on the host, not only
-    crun, creates its containers' cgroups in the new hierarchy while it is
-    mounted. A v1 hierarchy unmounted while it still has child cgroups stays
-    alive in the kernel, unmounted and holding the controller away from
-    cgroup2, so on exit this waits up to ``release_timeout`` seconds for the
-    cgroups below the mount to empty and removes them. Then it unmounts and
-    checks in /proc/cgroups that hugetlb is back on cgroup2, mounting and
-    unmounting again while a removed cgroup is still being freed.
+
+@contextlib.contextmanager
+def hugetlb_v1(stage: Path, release_timeout: float = 60.0) -> Iterator[bool]:
+    """Mount the hugetlb controller as a cgroup v1 hierarchy, visible in this mount namespace only.
+
+    The caller must run in a private mount namespace (``unshare --mount
+    --propagation private``). A new tmpfs at ``stage`` gets a bind mount of
+    every hierarchy under /sys/fs/cgroup plus a hugetlb v1 mount, and is then
+    moved over /sys/fs/cgroup. Other namespaces keep their view, so runtimes
+    outside this process tree create no cgroups in the hugetlb hierarchy. The
+    controller itself leaves cgroup2 for the whole host until exit, because
+    the kernel binds each controller to one hierarchy.
+
+    Yields False, and changes nothing, when hugetlb is a v1 hierarchy already.
+    On exit this waits up to ``release_timeout`` seconds for the cgroups below
+    the hugetlb mount to empty, unmounts the tree, and checks in /proc/cgroups
+    that hugetlb is back on cgroup2: a v1 hierarchy unmounted while it still
+    has child cgroups (even ones being freed) stays alive in the kernel.
     """
-    mount_point = CGROUP_ROOT / "hugetlb"
-    if _is_mount_point(mount_point):
+    if _hierarchy_id("hugetlb") != 0:
         yield False
         return
-    created_directory = not mount_point.exists()
-    mount_point.mkdir(exist_ok=True)
+    if not in_private_mount_namespace():
+        raise RuntimeError("hugetlb_v1 must run in a private mount namespace: start with unshare --mount")
+    stage.mkdir(parents=True, exist_ok=True)
+    run(["mount", "-t", "tmpfs", "-o", "mode=755", "cgroup-stage", str(stage)])
     try:
-        run(["mount", "-t", "cgroup", "-o", "hugetlb", "cgroup", str(mount_point)])
-    except RuntimeError:
-        if created_directory:
-            mount_point.rmdir()
+        for hierarchy in sorted(CGROUP_ROOT.iterdir()):
+            if hierarchy.is_dir() and _is_mount_point(hierarchy):
+                (stage / hierarchy.name).mkdir()
+                run(["mount", "--bind", str(hierarchy), str(stage / hierarchy.name)])
+        (stage / "hugetlb").mkdir()
+        run(["mount", "-t", "cgroup", "-o", "hugetlb", "cgroup", str(stage / "hugetlb")])
+        run(["mount", "--move", str(stage), str(CGROUP_ROOT)])
+    except BaseException:
+        run(["umount", "--recursive", "--lazy", str(stage)])
         raise
     try:
         yield True
     finally:
-        _release_hugetlb(mount_point, release_timeout)
-        if created_directory and not _is_mount_point(mount_point):
-            mount_point.rmdir()
+        _release_hugetlb(CGROUP_ROOT / "hugetlb", release_timeout)
 
 
 def _release_hugetlb(mount_point: Path, timeout: float) -> None:
@@ -330,19 +345,23 @@ def _release_hugetlb(mount_point: Path, timeout: float) -> None:
     while left := _remove_empty_cgroups(mount_point):
         if time.monotonic() > deadline:
             raise RuntimeError(f"cgroups still in use below {mount_point}: {', '.join(map(str, left))}; "
-                               "hugetlb stays mounted as v1: unmount it once they are gone")
+                               f"hugetlb stays a v1 hierarchy until they are gone and {CGROUP_ROOT} is unmounted")
         time.sleep(1.0)
+    # The staged tree: the hugetlb mount, the bind mounts below it, and the tmpfs itself.
+    run(["umount", "--recursive", str(CGROUP_ROOT)])
     for _ in range(20):
-        run(["umount", str(mount_point)])
         time.sleep(0.25)
         if _hierarchy_id("hugetlb") == 0:
             return
-        # The hierarchy outlived the unmount: mounting it again reattaches it, and an
-        # unmount without children then frees it.
-        run(["mount", "-t", "cgroup", "-o", "hugetlb", "cgroup", str(mount_point)])
-        _remove_empty_cgroups(mount_point)
-        time.sleep(0.25)
-    raise RuntimeError(f"hugetlb did not return to cgroup2 after unmounting {mount_point}; it is still mounted there")
+        # The hierarchy outlived the unmount because a removed cgroup was still
+        # being freed: mounting it again reattaches it, and an unmount without
+        # children then frees it.
+        with tempfile.TemporaryDirectory(prefix="hugetlb-") as directory:
+            run(["mount", "-t", "cgroup", "-o", "hugetlb", "cgroup", directory])
+            _remove_empty_cgroups(Path(directory))
+            time.sleep(0.25)
+            run(["umount", directory])
+    raise RuntimeError("hugetlb did not return to cgroup2 after its v1 hierarchy was unmounted")
 
 
 @contextlib.contextmanager

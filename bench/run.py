@@ -63,6 +63,7 @@ PODMAN_TARGET = 0.5   # dockyard's median at most this multiple of podman's
 DOCKER_TARGET = 0.4   # and at most this multiple of docker's
 DOCKER_BRIDGE = "dybench0"
 DOCKER_BRIDGE_ADDRESS = "10.213.0.1/24"
+UNSHARED_MARKER = "DOCKYARD_BENCH_UNSHARED"   # set once the script runs in its own mount namespace
 NOT_WORKING = "not measured yet: `dockyard run` not working at the time"
 DOC_HEADING = "## Run: `run --rm IMAGE true` and memory per idle container"
 NETWORK_MODES = ("none", "default")
@@ -194,11 +195,16 @@ class Timing:
 
     engine: Engine
     mode: str
+    note: str = ""
     times: list[float] = field(default_factory=list)
 
     @property
     def name(self) -> str:
         return f"{self.engine.key}, network {self.mode}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.engine.label} ({self.note})" if self.note else self.engine.label
 
     @property
     def median(self) -> float:
@@ -246,6 +252,39 @@ def time_engines(timings: list[Timing], rounds: int, runs: int, warmup: int, wor
         results = json.loads(export.read_text())["results"]
         for timing, result in zip(ordered, results, strict=True):
             timing.times.extend(result["times"])
+
+
+def time_cold_starts(engine: Engine, runs: int) -> Timing:
+    """Time ``run --rm --network none IMAGE true`` with no dockyard monitor running beforehand.
+
+    dockyard's shared monitor stays up ``DOCKYARD_MONITOR_IDLE_TIMEOUT``
+    seconds (default 10) after its last container, so the runs that hyperfine
+    times back to back find it running. Here it is started with a 1 s idle
+    timeout, and each run waits for the previous run's monitor to exit first.
+    """
+    environment = dict(os.environ, **engine.environment, DOCKYARD_MONITOR_IDLE_TIMEOUT="1")
+    command = engine.run_commands["none"]
+    timing = Timing(engine, "none", note="no monitor running before each run")
+    for _ in range(runs):
+        left = wait_for_helpers_to_exit(engine, timeout=30.0)
+        if left:
+            raise RuntimeError(f"{engine.label}: monitor PID {left[0].pid} did not exit within 30 s of going idle")
+        start = time.perf_counter()
+        peers.run(command, env=environment)
+        timing.times.append(time.perf_counter() - start)
+    return timing
+
+
+def default_interfaces(engine: Engine) -> str:
+    """Return the network interfaces a container sees in the engine's default network mode."""
+    command = [*engine.run_commands["default"][:-1], "ip", "-o", "link"]
+    result = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                            env=dict(os.environ, **engine.environment))
+    if result.returncode != 0:
+        return f"unknown (`ip -o link` failed with exit {result.returncode})"
+    # Lines look like "2: eth0@if8: <BROADCAST,...> ..."; keep the name before any "@".
+    names = [line.split(":")[1].strip().split("@")[0] for line in result.stdout.splitlines() if ":" in line]
+    return ", ".join(names)
 
 
 # ---------------------------------------------------------------------------
@@ -371,19 +410,22 @@ def measure_memory(engine: Engine, containers: int, settle: float) -> MemoryResu
         engine.remove_all()
 
 
+def wait_for_helpers_to_exit(engine: Engine, timeout: float) -> list[Process]:
+    """Wait up to ``timeout`` seconds for the engine's helper processes to exit; return those left."""
+    assert engine.is_helper is not None
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [process for process in list_processes().values() if engine.is_helper(process)]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+
+
 def stop_leftover_helpers(engine: Engine, timeout: float = 15.0) -> None:
     """Wait for the engine's helper processes to exit, then terminate any left, by PID."""
     if engine.is_helper is None:
         return
-    deadline = time.monotonic() + timeout
-    while True:
-        left = [process for process in list_processes().values() if engine.is_helper(process)]
-        if not left:
-            return
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    for process in left:
+    for process in wait_for_helpers_to_exit(engine, timeout):
         log.warning("%s: %s (PID %d) still running after its containers were removed; terminating it",
                     engine.label, shlex.join(process.cmdline), process.pid)
         with contextlib.suppress(ProcessLookupError):
@@ -431,7 +473,7 @@ def ratio_text(value: float | None, reference: float | None) -> str:
 
 
 def render_times(timings: list[Timing], engines: list[Engine]) -> list[str]:
-    medians = {(timing.engine.key, timing.mode): timing.median for timing in timings if timing.times}
+    medians = {(timing.engine.key, timing.mode): timing.median for timing in timings if timing.times and not timing.note}
     lines = [
         "| engine | network | median (ms) | middle half (ms) | runs | vs podman | vs docker |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -443,7 +485,7 @@ def render_times(timings: list[Timing], engines: list[Engine]) -> list[str]:
         podman = medians.get(("podman", timing.mode))
         docker = medians.get(("docker", timing.mode))
         lines.append(
-            f"| {timing.engine.label} | {timing.mode} | {timing.median * 1000:.0f} | "
+            f"| {timing.label} | {timing.mode} | {timing.median * 1000:.0f} | "
             f"{lower * 1000:.0f}–{upper * 1000:.0f} | {len(timing.times)} | "
             f"{ratio_text(timing.median, podman)} | {ratio_text(timing.median, docker)} |"
         )
@@ -496,8 +538,13 @@ def render_memory(results: list[MemoryResult], engines: list[Engine], daemons: s
 
 
 def render(timings: list[Timing], memory: list[MemoryResult], engines: list[Engine],
-           daemons: str | None, details: dict[str, str], command: str) -> str:
-    lines = [*render_times(timings, engines), "", *render_memory(memory, engines, daemons), ""]
+           daemons: str | None, interfaces: dict[str, str], details: dict[str, str], command: str) -> str:
+    lines = render_times(timings, engines)
+    dockyard_interfaces = interfaces.get("dockyard")
+    if dockyard_interfaces == "lo" and any(names != "lo" for names in interfaces.values()):
+        lines.append("dockyard's default network gives the container only `lo` at this commit, while the "
+                     "peers attach a veth to a bridge, so its default-network row does less work than theirs.")
+    lines += ["", *render_memory(memory, engines, daemons), ""]
     lines += [f"- {key}: {value}" for key, value in details.items()]
     lines.append(f"- command: `{command}`")
     return "\n".join(lines) + "\n"
@@ -512,11 +559,14 @@ def write_doc(report: str, path: Path) -> None:
         "podman runs with `--runtime crun`; docker is a private dockerd 20.10 with runc and no iptables "
         "rules, whose default network is a bridge made by the script, without NAT. The floor is "
         "bare `crun run` on an OCI bundle of the same root filesystem with `crun spec`'s default "
-        "config (no seccomp filter, no network setup). Memory: idle containers running "
+        "config (no seccomp filter, no network setup). dockyard's shared monitor outlives a container "
+        "by 10 s, so runs timed back to back find it running; the row marked \"no monitor running\" "
+        "times single runs that start it. Memory: idle containers running "
         "`sleep 3600` with `--network none`, and the summed VmRSS and Pss of what each engine "
         "keeps besides the containers' own processes, divided by the number of containers. "
         "crun rejects this hybrid cgroup host while hugetlb is bound only to the cgroup2 mount, so "
-        "the script mounts hugetlb as a v1 hierarchy for the run and unmounts it afterwards. "
+        "the script mounts hugetlb as a v1 hierarchy in its own mount namespace for the run and "
+        "unmounts it afterwards. "
         "Produced by `bench/run.py`; [bench/README.md](../bench/README.md) describes the method.",
         width=78,
     )
@@ -541,6 +591,8 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="hyperfine rounds, each timing every command (default 3)")
     parser.add_argument("--runs", type=int, default=10, help="timed runs per command in each round (default 10)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs per command in each round (default 2)")
+    parser.add_argument("--cold-runs", type=int, default=10,
+                        help="dockyard runs timed with no monitor running before each (default 10; 0 leaves them out)")
     parser.add_argument("--containers", type=int, default=20, help="idle containers per engine (default 20)")
     parser.add_argument("--settle", type=float, default=5.0,
                         help="seconds between starting the idle containers and reading their memory (default 5)")
@@ -572,6 +624,12 @@ def parse_arguments() -> argparse.Namespace:
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     args = parse_arguments()
+    if os.environ.get(UNSHARED_MARKER) != "1":
+        # Run again in a private mount namespace, so that the hugetlb v1 mount,
+        # and the engines' own mounts, stay invisible to the rest of the host.
+        os.environ[UNSHARED_MARKER] = "1"
+        os.execvp("unshare", ["unshare", "--mount", "--propagation", "private", "--",
+                              sys.executable, *sys.argv])
     load_before = os.getloadavg()[0]
     workdir = Path(tempfile.mkdtemp(prefix="dockyard-bench-run-"))
     engines: list[Engine] = []
@@ -586,7 +644,7 @@ def main() -> int:
         layer_blob = layout / "blobs" / "sha256" / built.layer_digests[0].removeprefix("sha256:")
 
         cleanup.enter_context(peers.new_cgroups_removed())
-        hugetlb_mounted = cleanup.enter_context(peers.hugetlb_v1())
+        hugetlb_mounted = cleanup.enter_context(peers.hugetlb_v1(workdir / "cgroup-stage"))
         guarded_interface = cleanup.enter_context(peers.forward_guard())
 
         if "dockyard" not in args.skip:
@@ -641,6 +699,12 @@ def main() -> int:
             modes = ("none",) if engine.key == "crun" else NETWORK_MODES
             timings.extend(Timing(engine, mode) for mode in modes)
         time_engines(timings, args.rounds, args.runs, args.warmup, workdir)
+        for engine in engines:
+            if engine.key == "dockyard" and engine.failure is None and args.cold_runs > 0:
+                log.info("%s: %d runs, each with no monitor running before it", engine.label, args.cold_runs)
+                timings.append(time_cold_starts(engine, args.cold_runs))
+        interfaces = {engine.label: default_interfaces(engine) for engine in engines
+                      if engine.key != "crun" and engine.failure is None}
 
         memory = []
         daemons = None
@@ -666,12 +730,14 @@ def main() -> int:
             "load average (1 min)": f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after",
             **versions(dockerd),
             "image": f"busybox from Debian's busybox-static, config {built.config_digest}",
-            "hugetlb v1 mount": ("mounted at /sys/fs/cgroup/hugetlb for the run, unmounted after" if hugetlb_mounted
-                                 else "already mounted at /sys/fs/cgroup/hugetlb, left as found"),
+            "interfaces in a container on the default network": "; ".join(
+                f"{label}: {names}" for label, names in interfaces.items()),
+            "hugetlb v1 mount": ("mounted at /sys/fs/cgroup/hugetlb in the script's mount namespace for the run, "
+                                 "unmounted after" if hugetlb_mounted else "hugetlb was a v1 hierarchy already"),
             "network guard": f"forwarded traffic out of {guarded_interface} dropped during the run",
         }
         command = "python bench/run.py " + " ".join(sys.argv[1:])
-        report = render(timings, memory, engines, daemons, details, command.strip())
+        report = render(timings, memory, engines, daemons, interfaces, details, command.strip())
         print(report)
         if args.write:
             write_doc(report, args.write)
@@ -685,8 +751,8 @@ def daemon_memory(dockerd: peers.Dockerd) -> str:
     daemon_pids += [pid for pid, process in processes.items()
                     if process.ppid == dockerd.process.pid and process.comm == "containerd"]
     rss = sum(memory_kib(pid)[0] for pid in daemon_pids)
-    return (f"Not in docker's row: dockerd and containerd themselves take {rss / 1024:.1f} MiB RSS "
-            "in all, however many containers run.")
+    return (f"Not in docker's row: dockerd and its containerd, which run whether or not any container does, "
+            f"had {rss / 1024:.1f} MiB RSS together after the idle containers were removed.")
 
 
 if __name__ == "__main__":

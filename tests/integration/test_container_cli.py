@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from tests.support.cli import Dockyard
+from tests.support.cli import DOCKYARD, Dockyard
 from tests.support.images import ImageSet
 
 pytestmark = pytest.mark.integration
@@ -39,6 +39,8 @@ def containers(dockyard: Dockyard, test_images: ImageSet, monkeypatch: pytest.Mo
     if leftover:
         dockyard.run("rm", "-f", *leftover, check=False)
     stop_monitor(dockyard)
+    mounts = [line for line in open("/proc/self/mountinfo") if str(dockyard.root) in line]
+    assert mounts == [], f"container mounts left behind: {mounts}"
 
 
 def stop_monitor(dockyard: Dockyard) -> None:
@@ -64,6 +66,26 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
         if time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+def read_until(fd: int, expected: bytes, timeout: float = 30.0) -> bytes:
+    """Read from a pseudo-terminal until ``expected`` appears or the timeout passes; return what was read."""
+    import select
+
+    output = b""
+    deadline = time.monotonic() + timeout
+    while expected not in output and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    return output
 
 
 def columns(line: str) -> list[str]:
@@ -308,7 +330,11 @@ def test_inspect_finds_containers_then_images(containers, test_images):
     assert missing.returncode == 1
     assert "No such image" in missing.stderr
     nothing = containers.run("inspect", "nothing-here", check=False)
-    assert "No such object: nothing-here" in nothing.stderr
+    assert nothing.returncode == 1
+    assert "No such image: nothing-here" in nothing.stderr
+    no_container = containers.run("inspect", "--type", "container", test_images.busybox, check=False)
+    assert no_container.returncode == 1
+    assert f"No such container: {test_images.busybox}" in no_container.stderr
 
 
 def test_container_group_aliases_and_prune(containers, test_images):
@@ -342,28 +368,150 @@ def test_tty_run_through_a_pseudo_terminal(containers, test_images):
     import pty
 
     leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [str(DOCKYARD), "run", "--rm", "-t", test_images.busybox, "sh", "-c", "tty; exit 4"],
+        env=containers.env(), stdin=follower, stdout=follower, stderr=follower,
+    )
+    os.close(follower)
     try:
-        process = subprocess.Popen(
-            [str(containers_binary()), "run", "--rm", "-t", test_images.busybox, "sh", "-c", "tty; exit 4"],
-            env=containers.env(), stdin=follower, stdout=follower, stderr=follower,
-        )
-        os.close(follower)
-        output = b""
-        deadline = time.monotonic() + 30
-        while process.poll() is None and time.monotonic() < deadline:
-            try:
-                chunk = os.read(leader, 4096)
-            except OSError:
-                break
-            output += chunk
+        output = read_until(leader, b"\n")
         process.wait(timeout=30)
     finally:
         os.close(leader)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
     assert process.returncode == 4
     assert b"/dev/pts/" in output or b"/dev/console" in output
 
 
-def containers_binary():
-    from tests.support.cli import DOCKYARD
+def test_interactive_tty_session(containers, test_images):
+    import pty
 
-    return DOCKYARD
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [str(DOCKYARD), "run", "-it", "--rm", test_images.busybox, "sh"],
+        env=containers.env(), stdin=follower, stdout=follower, stderr=follower,
+    )
+    os.close(follower)
+    try:
+        assert b"# " in read_until(leader, b"# ")
+        os.write(leader, b"echo $((6 * 7)); exit 3\r")
+        output = read_until(leader, b"42")
+        process.wait(timeout=30)
+    finally:
+        os.close(leader)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert b"42" in output
+    assert process.returncode == 3
+    assert containers.run("ps", "-a", "-q").stdout == ""
+
+
+def test_attach_to_running_container(containers, test_images):
+    containers.run("run", "-d", "--name", "later", test_images.busybox,
+                   "sh", "-c", "sleep 1; echo late; echo also >&2; exit 2")
+    result = containers.run("attach", "later", check=False)
+    assert result.returncode == 2
+    assert result.stdout == "late\n"
+    assert result.stderr == "also\n"
+    stopped = containers.run("attach", "later", check=False)
+    assert stopped.returncode == 1
+    assert "You cannot attach to a stopped container" in stopped.stderr
+
+
+def test_start_attach_interactive(containers, test_images):
+    containers.run("create", "-i", "--name", "reader", test_images.busybox, "sh", "-c", "read line; echo got $line")
+    result = containers.run("start", "-a", "-i", "reader", input="hello\n", check=False)
+    assert result.returncode == 0
+    assert result.stdout == "got hello\n"
+
+
+def test_ps_size_column(containers, test_images):
+    containers.run("run", "--name", "writer", test_images.busybox, "sh", "-c", "head -c 5000 /dev/zero > /file")
+    lines = containers.run("ps", "-a", "-s").stdout.splitlines()
+    assert columns(lines[0])[-1] == "SIZE"
+    assert re.fullmatch(r"5(\.\d+)?kB \(virtual [\d.]+[kM]B\)", columns(lines[1])[-1])
+
+
+def set_terminal_size(fd: int, rows: int, columns: int) -> None:
+    import fcntl
+    import struct
+    import termios
+
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+
+
+def take_controlling_terminal() -> None:
+    """Make stdin the controlling terminal of a new session, so that size changes send SIGWINCH."""
+    import fcntl
+    import termios
+
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def test_tty_size_follows_terminal(containers, test_images):
+    import pty
+
+    leader, follower = pty.openpty()
+    set_terminal_size(follower, 33, 111)
+    script = 'stty size; trap "stty size; exit 0" WINCH; echo waiting; while true; do sleep 0.1; done'
+    process = subprocess.Popen(
+        [str(DOCKYARD), "run", "--rm", "-t", test_images.busybox, "sh", "-c", script],
+        env=containers.env(), stdin=follower, stdout=follower, stderr=follower,
+        preexec_fn=take_controlling_terminal,
+    )
+    try:
+        output = read_until(leader, b"waiting")
+        set_terminal_size(follower, 40, 120)
+        output += read_until(leader, b"40 120")
+        process.wait(timeout=30)
+    finally:
+        os.close(follower)
+        os.close(leader)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert b"33 111" in output
+    assert b"40 120" in output
+    assert process.returncode == 0
+
+
+def test_detached_rm_removes_after_exit(containers, test_images):
+    containers.run("run", "-d", "--rm", "--name", "brief", test_images.busybox, "sh", "-c", "sleep 0.5")
+    assert wait_for(lambda: containers.run("ps", "-a", "-q").stdout == "", timeout=20)
+
+
+def test_run_pull_always_pulls_again(containers, test_images):
+    result = containers.run("run", "--rm", "--pull", "always", test_images.busybox, "true")
+    assert "Status: Image is up to date" in result.stderr
+    assert "Unable to find image" not in result.stderr
+
+
+def test_bind_mounts_and_tmpfs(containers, test_images, tmp_path):
+    (tmp_path / "in.txt").write_text("from host\n")
+    result = containers.run(
+        "run", "--rm", "-v", f"{tmp_path}:/host:ro",
+        "--mount", f"type=bind,source={tmp_path},target=/writable",
+        "--mount", "type=tmpfs,target=/scratch,tmpfs-size=1m",
+        test_images.busybox, "sh", "-c",
+        "cat /host/in.txt; touch /host/x 2>/dev/null || echo read-only; echo out > /writable/out.txt; "
+        "df /scratch | tail -1",
+    )
+    lines = result.stdout.splitlines()
+    assert lines[0] == "from host"
+    assert lines[1] == "read-only"
+    assert lines[2].startswith("tmpfs")
+    assert (tmp_path / "out.txt").read_text() == "out\n"
+
+
+def test_cidfile_written_once(containers, test_images, tmp_path):
+    cidfile = tmp_path / "cid"
+    container_id = containers.run("create", "--cidfile", str(cidfile), test_images.busybox, "true").stdout.strip()
+    assert cidfile.read_text() == container_id
+    again = containers.run("run", "--cidfile", str(cidfile), test_images.busybox, "true", check=False)
+    assert again.returncode == 125
+    assert "container ID file found" in again.stderr
+    assert containers.run("ps", "-a", "-q", "--no-trunc").stdout == container_id + "\n"

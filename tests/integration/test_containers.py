@@ -421,6 +421,30 @@ def test_image_volume_becomes_anonymous_volume(engine, containers, test_images: 
     assert "com.docker.volume.anonymous" in labels
 
 
+def test_new_volume_is_filled_from_image(engine, containers, test_images: ImageSet):
+    container_id, _, output = run(containers, test_images.busybox, "/bin/busybox", "ls", "/usr/bin",
+                                  Volumes={"/usr/bin": {}})
+    source = Path(containers.inspect(container_id)["Mounts"][0]["Source"])
+    assert "wget" in output.split()
+    assert (source / "wget").is_symlink()
+
+
+def test_nocopy_volume_stays_empty(engine, containers, test_images: ImageSet):
+    _, _, output = run(containers, test_images.busybox, "/bin/busybox", "ls", "/usr/bin",
+                       HostConfig={"Binds": ["emptyvol:/usr/bin:nocopy"]})
+    assert output == ""
+    for summary in containers.list(all=True):
+        containers.remove(summary["Id"])
+    engine.volumes.remove("emptyvol")
+
+
+def test_list_before_and_since_filters(containers, test_images: ImageSet):
+    first = containers.create(body(test_images.busybox, "true"))
+    second = containers.create(body(test_images.busybox, "true"))
+    third = containers.create(body(test_images.busybox, "true"))
+    assert [item["Id"] for item in containers.list(filters={"since": [first], "before": [third]})] == [second]
+
+
 def test_host_network_sees_host_interfaces(containers, test_images: ImageSet):
     _, _, output = run(containers, test_images.busybox, "ls", "/sys/class/net", HostConfig={"NetworkMode": "host"})
     assert set(output.split()) == set(os.listdir("/sys/class/net"))

@@ -27,7 +27,7 @@ from dockyard.errors import ContainerNotFound, ExecFailed, RuntimeFailure
 from dockyard.runtime import container, libc
 from dockyard.runtime import exec as runtime_exec
 from dockyard.runtime import spec
-from tests.support.containers import start_busybox, wait_until
+from tests.support.containers import reap_orphaned_zombies, start_busybox, wait_until
 
 pytestmark = [
     pytest.mark.integration,
@@ -39,9 +39,17 @@ pytestmark = [
 
 
 @pytest.fixture
-def running(make_bundle, state_root: Path, tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
-    """A started busybox container that sleeps; yields (id, bundle, state root) and deletes it afterwards."""
+def subreaper() -> Iterator[None]:
+    """Make the test process a child subreaper, as the runtime's exec does, and undo it afterwards."""
     libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
+    yield
+    libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 0)
+    reap_orphaned_zombies()
+
+
+@pytest.fixture
+def running(subreaper, make_bundle, state_root: Path, tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
+    """A started busybox container that sleeps; yields (id, bundle, state root) and deletes it afterwards."""
     bundle = make_bundle(["sleep", "300"], edit=lambda config: config.update(hostname="execbox"))
     container_id = f"exec-{os.getpid()}"
     with open(tmp_path / "init.out", "wb") as out:
@@ -158,8 +166,7 @@ def test_runtime_exec_keeps_capabilities_and_seccomp(running, tmp_path):
     assert fields["NoNewPrivs"] == "1"
 
 
-def test_runtime_exec_on_stopped_container_fails(make_bundle, state_root, tmp_path):
-    libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
+def test_runtime_exec_on_stopped_container_fails(subreaper, make_bundle, state_root, tmp_path):
     bundle = make_bundle(["true"])
     container_id = f"exec-stopped-{os.getpid()}"
     container.create(container_id, bundle, state_root)
@@ -185,8 +192,8 @@ def _namespace_pid(host_pid: int) -> int:
     raise AssertionError(f"no NSpid line for process {host_pid}")
 
 
-# With a user name the process stalls in the user lookup, still holding every capability; without
-# one it stalls reading HOME from /etc/passwd, after dropping to the container's capabilities.
+# With a user name the process stalls in the user lookup, while it still has every capability.
+# Without one it stalls reading HOME from /etc/passwd, after dropping to the container's capabilities.
 @pytest.mark.parametrize("user", ["user", None])
 def test_runtime_exec_hides_host_binary_while_joining(running, tmp_path, user):
     container_id, bundle, state_root = running
@@ -298,8 +305,8 @@ def test_exec_tty(busybox_dockyard, test_images):
         os.environ.update(busybox_dockyard.env())
         os.execv(str(DOCKYARD), [str(DOCKYARD), "exec", "-it", container_id, "sh"])
     output = b""
+    sent = False
     try:
-        os.write(master, b"tty; stty size; echo marker-$((6*7)); exit 5\r")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             ready, _, _ = select.select([master], [], [], 1)
@@ -308,10 +315,14 @@ def test_exec_tty(busybox_dockyard, test_images):
             try:
                 chunk = os.read(master, 4096)
             except OSError:
-                break
+                break  # EIO: the command exited and closed the terminal
             if not chunk:
                 break
             output += chunk
+            # The shell discards input typed before its prompt, so the command waits for it.
+            if not sent and b"# " in output:
+                os.write(master, b"tty; echo marker-$((6*7)); exit 5\r")
+                sent = True
         _, status = os.waitpid(child, 0)
     finally:
         os.close(master)
@@ -345,3 +356,74 @@ def test_exec_paused_container_fails(busybox_dockyard, test_images):
     busybox_dockyard.run("unpause", container_id)
     assert result.returncode == 1
     assert "is paused, unpause the container before exec" in result.stderr
+
+
+# -- the exec service, as the API server calls it ------------------------------------------------
+
+
+def engine_for(dockyard):
+    from dockyard import config as config_module
+    from dockyard.engine import Engine
+
+    return Engine(config_module.load(path=dockyard.config_path, root=dockyard.root))
+
+
+def test_exec_service_attached_session(subreaper, busybox_dockyard, test_images):
+    from dockyard.engine.execs import ExecService
+
+    container_id = start_busybox(busybox_dockyard, test_images.busybox)
+    engine = engine_for(busybox_dockyard)
+    service = ExecService(engine)
+    exec_id = service.create(container_id[:12], {
+        "AttachStdin": True, "AttachStdout": True, "AttachStderr": True, "Cmd": ["sh", "-c", "read x; echo got $x; exit 4"],
+    })
+    created = service.inspect(exec_id)
+    assert created["Running"] is False
+    assert created["ExitCode"] is None
+    assert created["ContainerID"] == container_id
+    assert created["OpenStdin"] is True
+    assert created["ProcessConfig"] == {"privileged": False, "user": "", "tty": False, "entrypoint": "sh",
+                                        "arguments": ["-c", "read x; echo got $x; exit 4"]}
+    session = service.start(exec_id)
+    assert session is not None
+    try:
+        assert service.inspect(exec_id)["Running"] is True
+        assert service.inspect(exec_id)["Pid"] == session.pid
+        os.write(session.stdin, b"hello\n")
+        session.close_stdin()
+        output = b""
+        while chunk := os.read(session.stdout, 4096):
+            output += chunk
+    finally:
+        session.close()
+    assert session.wait() == 4
+    assert output == b"got hello\n"
+    finished = service.inspect(exec_id)
+    assert finished["Running"] is False
+    assert finished["ExitCode"] == 4
+    engine.close()
+
+
+def test_exec_service_detached_records_exit_code(subreaper, busybox_dockyard, test_images):
+    from dockyard.engine.execs import ExecService
+    from dockyard.errors import Conflict
+
+    container_id = start_busybox(busybox_dockyard, test_images.busybox)
+    engine = engine_for(busybox_dockyard)
+    service = ExecService(engine)
+    exec_id = service.create(container_id, {"Cmd": ["sh", "-c", "sleep 0.3; exit 7"]})
+    assert service.start(exec_id, detach=True) is None
+    with pytest.raises(Conflict, match="already been started"):
+        service.start(exec_id)
+    assert wait_until(lambda: service.inspect(exec_id)["ExitCode"] == 7, timeout=10)
+    assert service.inspect(exec_id)["Running"] is False
+    engine.close()
+
+
+def test_exec_service_unknown_id(busybox_dockyard):
+    from dockyard.engine.execs import ExecNotFound, ExecService
+
+    engine = engine_for(busybox_dockyard)
+    with pytest.raises(ExecNotFound, match="No such exec instance: 00ff"):
+        ExecService(engine).inspect("00ff")
+    engine.close()

@@ -19,6 +19,8 @@ import pytest
 
 from dockyard.config import Config
 from dockyard.engine import Engine, monitor
+from tests.support.cli import Dockyard
+from tests.support.containers import reap_orphaned_zombies, start_busybox
 from tests.support.images import ImageSet
 
 pytestmark = pytest.mark.integration
@@ -37,6 +39,9 @@ def engine(test_images: ImageSet) -> Iterator[Engine]:
         instance.containers.shutdown_monitor()
         instance.close()
         shutil.rmtree(base)
+        # A killed monitor's containers are reparented to the nearest
+        # subreaper, which is this process once a runtime test has made it one.
+        reap_orphaned_zombies()
 
 
 def body(image: str, *cmd: str, **host_config: object) -> dict:
@@ -84,6 +89,8 @@ def test_dead_monitor_and_container_show_exited_with_error(engine: Engine, test_
     engine.containers.start(container_id)
     pid = monitor_pid(engine)
     container_pid = engine.containers.inspect(container_id)["State"]["Pid"]
+    assert monitor.is_monitor_process(pid)
+    assert container_pid > 1
     os.kill(pid, signal.SIGKILL)
     os.kill(container_pid, signal.SIGKILL)
     wait_gone(pid)
@@ -104,6 +111,7 @@ def test_running_container_is_adopted_by_next_monitor(engine: Engine, test_image
     engine.containers.start(container_id)
     old = monitor_pid(engine)
     container_pid = engine.containers.inspect(container_id)["State"]["Pid"]
+    assert monitor.is_monitor_process(old)
     os.kill(old, signal.SIGKILL)
     wait_gone(old)
     state = engine.containers.inspect(container_id)["State"]
@@ -117,8 +125,8 @@ def test_running_container_is_adopted_by_next_monitor(engine: Engine, test_image
     assert time.monotonic() - started < 5
     state = engine.containers.inspect(container_id)["State"]
     assert state["Status"] == "exited"
-    # The exit status of a process that is not the monitor's child is read
-    # while it is a zombie; if its new parent reaped it first, it is unknown.
+    # The monitor reads the exit status of a process that is not its child
+    # from /proc while it is a zombie. If its new parent reaped it first, the status is unknown.
     assert state["ExitCode"] in (137, monitor.UNKNOWN_EXIT_CODE)
     assert container_id not in Path("/proc/self/mountinfo").read_text()
 
@@ -133,6 +141,25 @@ def test_monitor_exits_when_idle(engine: Engine, test_images: ImageSet, monkeypa
     assert not (monitor.monitor_dir(engine.config.root, engine.config.run_root) / "pid").exists()
 
 
+def test_failed_start_leaves_monitor_idle(engine: Engine, test_images: ImageSet, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch):
+    from dockyard.errors import RuntimeFailure
+
+    monkeypatch.setenv("DOCKYARD_MONITOR_IDLE_TIMEOUT", "0.5")
+    source = tmp_path / "gone"
+    source.mkdir()
+    container_id = engine.containers.create(body(test_images.busybox, "true", Binds=[f"{source}:/data"]))
+    source.rmdir()
+    with pytest.raises(RuntimeFailure):
+        engine.containers.start(container_id)
+    state = engine.containers.inspect(container_id)["State"]
+    assert state["ExitCode"] == 128
+    assert "/data" in state["Error"]
+    assert state["Status"] == "created"
+    wait_gone(monitor_pid(engine), timeout=10)
+    assert container_id not in Path("/proc/self/mountinfo").read_text()
+
+
 def test_monitor_memory_per_idle_container(engine: Engine, test_images: ImageSet):
     """Report the monitor's resident memory with 20 idle containers; fail only above a generous bound."""
     ids = [engine.containers.create(body(test_images.busybox, "sleep", "100")) for _ in range(20)]
@@ -142,3 +169,26 @@ def test_monitor_memory_per_idle_container(engine: Engine, test_images: ImageSet
     rss_kib = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
     print(f"monitor RSS with 20 containers: {rss_kib} KiB, {rss_kib / 20:.0f} KiB per container")
     assert rss_kib / 20 < 2048
+
+
+def test_cli_shows_container_of_dead_monitor_as_exited(busybox_dockyard: Dockyard, test_images: ImageSet):
+    import json
+
+    container_id = start_busybox(busybox_dockyard, test_images.busybox)
+    [info] = json.loads(busybox_dockyard.run("inspect", container_id).stdout)
+    # MergedDir is <run root>/containers/<id>/rootfs.
+    run_root = Path(info["GraphDriver"]["Data"]["MergedDir"]).parents[2]
+    pid = monitor.read_pidfile(monitor.monitor_dir(busybox_dockyard.root, run_root))
+    container_pid = info["State"]["Pid"]
+    # Guard the kills: os.kill(0, ...) would signal this test's own process group.
+    assert monitor.is_monitor_process(pid)
+    assert container_pid > 1
+    os.kill(pid, signal.SIGKILL)
+    os.kill(container_pid, signal.SIGKILL)
+    wait_gone(pid)
+    time.sleep(0.2)
+    listed = busybox_dockyard.run("ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Status}}").stdout
+    [info] = json.loads(busybox_dockyard.run("inspect", container_id).stdout)
+    assert f"{container_id} Exited (255)" in listed
+    assert info["State"]["Running"] is False
+    assert "monitor" in info["State"]["Error"]

@@ -34,6 +34,30 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval:
         time.sleep(interval)
 
 
+def reap_orphaned_zombies() -> None:
+    """Reap this process's children that have exited.
+
+    A test process that is a child subreaper (as the runtime's ``run`` and
+    ``exec`` make their caller) inherits every orphan below it, such as the
+    monitor's and detached exec waiters' intermediate processes, and must
+    reap them when they exit.
+    """
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            text = open(f"/proc/{entry}/stat").read()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2:].split()
+        if fields[0] == "Z" and int(fields[1]) == me:
+            try:
+                os.waitpid(int(entry), os.WNOHANG)
+            except ChildProcessError:
+                pass
+
+
 def _stop_monitor(dockyard: Dockyard) -> None:
     from dockyard import config
     from dockyard.engine import monitor
@@ -56,6 +80,7 @@ def busybox_dockyard(dockyard: Dockyard, test_images: ImageSet, monkeypatch: pyt
     if leftover:
         dockyard.run("rm", "-f", *leftover, check=False)
     _stop_monitor(dockyard)
+    reap_orphaned_zombies()
 
 
 def start_busybox(dockyard: Dockyard, image: str, *flags: str, command: tuple[str, ...] = ("sleep", "300")) -> str:

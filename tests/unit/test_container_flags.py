@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 
 import pytest
 from hypothesis import given
@@ -629,3 +630,129 @@ def test_parser_keeps_flags_after_image_for_command():
     assert args.command == ["sh", "-c", "echo $HOME", "-v"]
     assert args.volume == []
     assert os.path.basename(args.image) == "img"
+
+
+# -- streaming and signals ------------------------------------------------------------------------------
+
+
+class SocketAttachment:
+    """The attachment interface of the engine over one end of a real socket pair."""
+
+    def __init__(self, sock) -> None:
+        self.sock = sock
+        self.stdin_closed = False
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def recv(self, size: int) -> bytes:
+        return self.sock.recv(size)
+
+    def write(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def close_stdin(self) -> None:
+        self.stdin_closed = True
+        self.sock.shutdown(socket.SHUT_WR)
+
+
+def test_pump_routes_frames_and_forwards_stdin(tmp_path):
+    import threading
+
+    from dockyard.cli.container_io import pump
+
+    ours, theirs = socket.socketpair()
+    attachment = SocketAttachment(ours)
+    stdin_path = tmp_path / "stdin"
+    stdin_path.write_bytes(b"typed input")
+    received = bytearray()
+
+    def container() -> None:
+        # Echo what arrives on stdin back as stdout frames, then send a stderr frame and end.
+        while True:
+            data = theirs.recv(4096)
+            if not data:
+                break
+            received.extend(data)
+        theirs.sendall(frame(1, bytes(received)) + frame(2, b"warning\n"))
+        theirs.close()
+
+    peer = threading.Thread(target=container)
+    peer.start()
+    with open(stdin_path, "rb") as stdin, open(tmp_path / "out", "wb") as stdout, open(tmp_path / "err", "wb") as stderr:
+        pump(attachment, tty=False, stdin=stdin, stdout=stdout, stderr=stderr)
+    peer.join(timeout=10)
+    ours.close()
+    assert attachment.stdin_closed
+    assert bytes(received) == b"typed input"
+    assert (tmp_path / "out").read_bytes() == b"typed input"
+    assert (tmp_path / "err").read_bytes() == b"warning\n"
+
+
+def test_pump_tty_output_is_raw(tmp_path):
+    from dockyard.cli.container_io import pump
+
+    ours, theirs = socket.socketpair()
+    theirs.sendall(b"\x01\x00\x00\x00raw bytes")
+    theirs.close()
+    with open(tmp_path / "out", "wb") as stdout, open(tmp_path / "err", "wb") as stderr:
+        pump(SocketAttachment(ours), tty=True, stdin=None, stdout=stdout, stderr=stderr)
+    ours.close()
+    assert (tmp_path / "out").read_bytes() == b"\x01\x00\x00\x00raw bytes"
+    assert (tmp_path / "err").read_bytes() == b""
+
+
+def test_signal_proxy_forwards_by_name():
+    import signal
+
+    from dockyard.cli.container_io import SignalProxy
+
+    forwarded: list[str] = []
+    resized: list[bool] = []
+    previous = signal.getsignal(signal.SIGUSR1)
+    with SignalProxy(forwarded.append, lambda: resized.append(True)) as proxy:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        os.kill(os.getpid(), signal.SIGWINCH)
+        assert os.read(proxy.pipe.read_fd, 16)
+        proxy.handle()
+    assert forwarded == ["USR1"]
+    assert resized == [True]
+    assert signal.getsignal(signal.SIGUSR1) == previous
+
+
+def test_log_time_formatting_and_tail():
+    from dockyard.cli.container import format_log_time, parse_tail
+
+    assert format_log_time(1_700_000_000.5) == "2023-11-14T22:13:20.500000000Z"
+    assert format_log_time("2023-11-14T22:13:20.123456789Z") == "2023-11-14T22:13:20.123456789Z"
+    assert parse_tail("all") is None
+    assert parse_tail("3") == 3
+    assert parse_tail("-1") is None
+    with pytest.raises(InvalidArgument, match='invalid argument "x" for "-n, --tail" flag'):
+        parse_tail("x")
+
+
+def test_more_resource_and_identity_flags():
+    body = body_for("--memory-reservation", "32m", "--shm-size", "128m", "--oom-score-adj", "-500",
+                    "--cpu-period", "100000", "--cpu-quota", "50000", "--cpuset-mems", "0",
+                    "--sysctl", "net.ipv4.ip_forward=1", "--group-add", "audio", "--group-add", "1234",
+                    "--domainname", "example.org", "--expose", "80", "--expose", "7000-7001/udp", "img")
+    host = body["HostConfig"]
+    assert host["MemoryReservation"] == 32 * 1024 ** 2
+    assert host["ShmSize"] == 128 * 1024 ** 2
+    assert host["OomScoreAdj"] == -500
+    assert host["CpuPeriod"] == 100000
+    assert host["CpuQuota"] == 50000
+    assert host["CpusetMems"] == "0"
+    assert host["Sysctls"] == {"net.ipv4.ip_forward": "1"}
+    assert host["GroupAdd"] == ["audio", "1234"]
+    assert body["Domainname"] == "example.org"
+    assert body["ExposedPorts"] == {"80/tcp": {}, "7000/udp": {}, "7001/udp": {}}
+    assert "PortBindings" not in host
+
+
+def test_more_flag_errors():
+    assert "range for oom score adj is [-1000, 1000]" in error_for("--oom-score-adj", "2000", "img")
+    assert 'for "--sysctl" flag' in error_for("--sysctl", "novalue", "img")
+    assert "invalid port format for --expose: 8080:80" in error_for("--expose", "8080:80", "img")
+    assert 'for "--cpuset-mems" flag' in error_for("--cpuset-mems", "x", "img")

@@ -386,8 +386,8 @@ def test_digest_validate_accepts(text: str) -> None:
         (":abc", "<algorithm>:<hex>"),
         (f"md5:{'a' * 32}", "unsupported digest algorithm 'md5'"),
         (f"sha256:{'A' * 64}", "lowercase hex"),
-        (f"sha256:{'a' * 63}", "64 hex digits, not 63"),
-        (f"sha512:{'a' * 64}", "128 hex digits, not 64"),
+        (f"sha256:{'a' * 63}", "64 lowercase hex digits, not 63"),
+        (f"sha512:{'a' * 64}", "128 lowercase hex digits, not 64"),
     ],
 )
 def test_digest_validate_rejects(text: str, reason: str) -> None:

@@ -62,7 +62,7 @@ def test_no_command_is_an_error():
         merge({}, {})
 
 
-def test_env_merges_by_name_and_keeps_equals_in_value():
+def test_env_merge_by_name():
     config = merge({"Cmd": ["x"], "Env": ["A=b=c", "PATH=/bin"]}, {"Env": ["PATH=/usr/bin", "B=1", "A=old"]})
     assert config["Env"] == ["PATH=/bin", "B=1", "A=b=c"]
 
@@ -100,7 +100,7 @@ def test_empty_user_is_root_with_its_groups():
     assert ocispec.resolve_user("", PASSWD, GROUP) == {"uid": 0, "gid": 0, "additionalGids": [10]}
 
 
-def test_user_by_name_gets_passwd_gid_and_member_groups():
+def test_user_by_name_groups():
     assert ocispec.resolve_user("user", PASSWD, GROUP) == {"uid": 1000, "gid": 1000, "additionalGids": [10, 29]}
 
 
@@ -134,8 +134,12 @@ def test_unknown_user_and_group_names_fail():
 
 
 def test_parse_bind_host_path_and_volume():
-    assert ocispec.parse_bind("/src:/dst:ro") == {"source": "/src", "destination": "/dst", "readonly": True, "volume": False}
-    assert ocispec.parse_bind("data:/dst") == {"source": "data", "destination": "/dst", "readonly": False, "volume": True}
+    assert ocispec.parse_bind("/src:/dst:ro") == {
+        "source": "/src", "destination": "/dst", "readonly": True, "volume": False, "nocopy": False,
+    }
+    assert ocispec.parse_bind("data:/dst:nocopy") == {
+        "source": "data", "destination": "/dst", "readonly": False, "volume": True, "nocopy": True,
+    }
 
 
 @pytest.mark.parametrize("text", ["/src", "/src:relative", "/a:/b:bogus", "bad name:/x", ":/x"])

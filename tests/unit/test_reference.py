@@ -57,8 +57,9 @@ def test_parse_valid(text: str, domain: str, path: str, tag: str | None, digest:
         ("app:.tag", "invalid tag"),
         (f"app:{'t' * 129}", "invalid tag"),
         ("app:a:b", "invalid tag"),
-        ("app@sha256:abc", "64 hex digits"),
-        (f"app@sha256:{HEX64.upper()}", "lowercase hex"),
+        ("app@sha256:abc", "64 lowercase hex digits, not 3 characters"),
+        ("app@sha256:short", "64 lowercase hex digits, not 5 characters"),
+        (f"app@sha256:{HEX64.upper()}", "64 lowercase hex digits, and '0123456789ABCDEF"),
         (f"app@md5:{HEX64}", "unsupported digest algorithm"),
         ("app@", "invalid digest"),
         ("app@sha256", "invalid digest"),
@@ -147,7 +148,7 @@ def test_with_digest_keeps_tag() -> None:
 
 
 def test_with_digest_rejects_bad_digest() -> None:
-    with pytest.raises(InvalidReference, match="64 hex digits"):
+    with pytest.raises(InvalidReference, match="64 lowercase hex digits"):
         parse("app").with_digest("sha256:abcd")
 
 

@@ -7,16 +7,17 @@ and in the ``container`` group (``dockyard container ls``, ``container rm``,
 live in ``container_flags``. The streaming of a foreground container's input
 and output lives in ``container_io``.
 
-Exit codes follow Docker: 125 when ``run`` or ``create`` fails before the
-container runs, the container's own exit code after it ran (126 and 127 when
-its command cannot be executed or is not found), and 1 when a command that
-takes several containers (``stop a b``) failed for any of them; each failure
-is reported on stderr and the others still go ahead.
+Exit codes follow Docker. ``run`` and ``create`` exit 125 when they fail
+before the container runs, and ``run`` exits with the container's own code
+after it ran (126 when its command cannot be executed, 127 when it is not
+found). A command that takes several containers (``stop a b``) reports each
+failure on stderr, goes on with the others, and exits 1 if any failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -24,6 +25,8 @@ from dockyard.cli import container_flags
 
 if TYPE_CHECKING:
     from dockyard.cli.main import Context
+
+log = logging.getLogger(__name__)
 
 # Docker's CLI exits 1 when the engine reports an error for most commands; run and create use 125.
 ENGINE_ERROR_EXIT = 1
@@ -157,13 +160,27 @@ def _pull(context: "Context", image: str, platform: str | None) -> None:
         context.engine.images.pull(image, platform=platform, progress=progress)
 
 
+def _request(args: argparse.Namespace) -> container_flags.CreateRequest:
+    """Build the create body; with ``-t`` on a terminal, the container's terminal starts at the caller's size."""
+    from dockyard.cli import container_io
+
+    request = container_flags.build_create_request(args)
+    check_cidfile(args.cidfile)
+    size = container_io.terminal_size(sys.stdout.fileno()) if args.tty and sys.stdout.isatty() else None
+    # A terminal that never had its size set reports 0 x 0, which the Docker CLI does not send either.
+    if size is not None and all(size):
+        request.body["HostConfig"]["ConsoleSize"] = list(size)
+    return request
+
+
 def run(args: argparse.Namespace, context: "Context") -> int:
     from dockyard.errors import InvalidArgument
 
-    request = container_flags.build_create_request(args)
+    request = _request(args)
     if args.tty and args.interactive and not args.detach and not sys.stdin.isatty():
         raise InvalidArgument("the input device is not a TTY: drop -t, or run from a terminal")
     container_id = create_container(context, request)
+    write_cidfile(args.cidfile, container_id)
     containers = context.engine.containers
     if args.detach:
         containers.start(container_id)
@@ -177,9 +194,33 @@ def run(args: argparse.Namespace, context: "Context") -> int:
 
 
 def create(args: argparse.Namespace, context: "Context") -> int:
-    request = container_flags.build_create_request(args)
-    print(create_container(context, request))
+    request = _request(args)
+    container_id = create_container(context, request)
+    write_cidfile(args.cidfile, container_id)
+    print(container_id)
     return 0
+
+
+def check_cidfile(path: str | None) -> None:
+    """Reject a ``--cidfile`` that exists already, before the container is created, as Docker does."""
+    import os
+
+    from dockyard.errors import InvalidArgument
+
+    if path and os.path.exists(path):
+        raise InvalidArgument(f"container ID file found, make sure the other container isn't running or delete {path}")
+
+
+def write_cidfile(path: str | None, container_id: str) -> None:
+    from dockyard.errors import InvalidArgument
+
+    if not path:
+        return
+    try:
+        with open(path, "x") as file:
+            file.write(container_id)
+    except OSError as error:
+        raise InvalidArgument(f"failed to write the container ID to {path}: {error.strerror or error}") from error
 
 
 def stream_container(context: "Context", container_id: str, *, tty: bool, stdin: bool, sig_proxy: bool,
@@ -192,6 +233,7 @@ def stream_container(context: "Context", container_id: str, *, tty: bool, stdin:
     import contextlib
 
     from dockyard.cli import container_io
+    from dockyard.errors import DockyardError
 
     containers = context.engine.containers
     attachment = containers.attach(container_id, stdin=stdin, stdout=True, stderr=True)
@@ -206,8 +248,13 @@ def stream_container(context: "Context", container_id: str, *, tty: bool, stdin:
 
     def resize() -> None:
         size = container_io.terminal_size(terminal_fd) if terminal_fd is not None else None
-        if size is not None:
+        if size is None or not all(size):
+            return
+        try:
             attachment.resize(*size)
+        except DockyardError as error:
+            # The container may have exited already; the Docker CLI also ignores a failed resize.
+            log.debug("resizing the terminal of container %s failed: %s", container_id, error)
 
     def forward(signal_name: str) -> None:
         containers.kill(container_id, signal_name)
@@ -468,6 +515,13 @@ def list_containers(args: argparse.Namespace, context: "Context") -> int:
     show_all = args.all or limit is not None
     containers = context.engine.containers
     if args.size:
+        import inspect as signatures
+
+        from dockyard.errors import InvalidArgument
+
+        # NOTE: an engine whose list() has no ``size`` parameter does not measure container sizes yet.
+        if "size" not in signatures.signature(containers.list).parameters:
+            raise InvalidArgument("ps --size is not supported yet: the engine does not measure container sizes")
         summaries = containers.list(all=show_all, filters=filters, limit=limit, size=True)
     else:
         summaries = containers.list(all=show_all, filters=filters, limit=limit)

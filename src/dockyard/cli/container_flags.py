@@ -84,6 +84,28 @@ def parse_nano_cpus(text: str) -> int:
     return int(nano)
 
 
+def parse_cpu_set(text: str) -> str:
+    """Check a cpuset list such as ``0-3,5`` (CPUs or memory nodes) and return it unchanged."""
+    if not re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", text):
+        raise InvalidArgument(f"invalid list {text!r}: use numbers and ranges such as 0-3,5")
+    return text
+
+
+def parse_oom_score_adj(text: str) -> int:
+    value = parse_int(text)
+    if not -1000 <= value <= 1000:
+        raise InvalidArgument(f"invalid value {value}, range for oom score adj is [-1000, 1000]")
+    return value
+
+
+def parse_sysctl(text: str) -> tuple[str, str]:
+    """Parse ``--sysctl name=value`` (dots or slashes in the name, as sysctl(8) accepts)."""
+    name, equals, value = text.partition("=")
+    if not equals or not name:
+        raise InvalidArgument(f"sysctl '{text}' is not allowed: use NAME=VALUE")
+    return name, value
+
+
 def parse_int(text: str) -> int:
     """Parse a decimal integer as Go's ``strconv.ParseInt`` does (an optional sign, then digits)."""
     if not re.fullmatch(r"[+-]?\d+", text.strip()):
@@ -269,6 +291,13 @@ def parse_port_spec(text: str) -> list[tuple[str, dict[str, str]]]:
     return mappings
 
 
+def parse_expose(text: str) -> list[tuple[str, dict[str, str]]]:
+    """Parse ``--expose PORT[-END][/PROTOCOL]``: container ports only, never a host port or address."""
+    if ":" in text:
+        raise InvalidArgument(f"invalid port format for --expose: {text}")
+    return parse_port_spec(text)
+
+
 def parse_ports(specs: Iterable[str]) -> tuple[dict[str, dict], dict[str, list[dict[str, str]]]]:
     """Parse every ``-p`` value into ``ExposedPorts`` and ``PortBindings``."""
     exposed: dict[str, dict] = {}
@@ -333,7 +362,7 @@ def parse_volume(text: str, cwd: str | None = None) -> VolumeSpec:
     """Parse one ``-v`` value: ``/ctr`` (anonymous), ``name:/ctr[:mode]`` or ``/host:/ctr[:mode]``.
 
     A host path that starts with ``.`` is made absolute against ``cwd``, as
-    the Docker CLI does since version 23. The mode is a comma-separated list
+    recent Docker CLIs do. The mode is a comma-separated list
     of ``ro``/``rw``, a propagation mode, ``z``/``Z`` and, for volumes, ``nocopy``.
     """
     parts = text.split(":")
@@ -576,7 +605,7 @@ def _append(parser: argparse.ArgumentParser, *names: str, help: str, metavar: st
 
 
 def add_create_flags(parser: argparse.ArgumentParser, run: bool) -> None:
-    """Declare Docker's ``create`` flags (plus ``-d`` and ``--rm`` handling for ``run``) and the IMAGE [COMMAND] positionals."""
+    """Declare Docker's ``create`` flags, ``-d`` and ``--sig-proxy`` for ``run``, and the IMAGE [COMMAND] positionals."""
     parser.add_argument("--help", action="help", help="show this help message and exit")
     if run:
         parser.add_argument("-d", "--detach", action="store_true", help="run the container in the background and print its ID")
@@ -585,6 +614,7 @@ def add_create_flags(parser: argparse.ArgumentParser, run: bool) -> None:
     parser.add_argument("-i", "--interactive", action="store_true", help="keep stdin open and forward it to the container")
     parser.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
     parser.add_argument("--rm", action="store_true", help="remove the container when it exits")
+
     parser.add_argument("--name", help="assign a name to the container")
     _append(parser, "-e", "--env", help="set an environment variable; a bare NAME takes this command's value", metavar="NAME[=VALUE]")
     _append(parser, "--env-file", help="read environment variables from a file of NAME=VALUE lines", metavar="FILE")
@@ -592,23 +622,37 @@ def add_create_flags(parser: argparse.ArgumentParser, run: bool) -> None:
     parser.add_argument("-u", "--user", help="user name or UID, with an optional group: NAME|UID[:GROUP|GID]")
     parser.add_argument("--entrypoint", help="override the image's ENTRYPOINT; an empty string resets it")
     parser.add_argument("-h", "--hostname", help="container host name")
+    parser.add_argument("--domainname", help="container NIS domain name")
+    _append(parser, "--group-add", help="add a supplementary group, by name or GID", metavar="GROUP")
+    parser.add_argument("--cidfile", help="write the container ID to this file, which must not exist yet")
+
     parser.add_argument("-m", "--memory", help="memory limit, with a unit b, k, m or g (binary: 1k = 1024 bytes)")
     parser.add_argument("--memory-swap", help="memory plus swap limit, with a unit; -1 for unlimited swap")
+    parser.add_argument("--memory-reservation", help="memory soft limit, with a unit")
+    parser.add_argument("--shm-size", help="size of /dev/shm, with a unit (default 64m)")
+    parser.add_argument("--oom-score-adj", help="OOM killer preference, from -1000 to 1000")
     parser.add_argument("--cpus", help="number of CPUs, such as 1.5")
     parser.add_argument("-c", "--cpu-shares", help="relative CPU weight (default 1024)")
+    parser.add_argument("--cpu-period", help="CFS scheduler period in microseconds")
+    parser.add_argument("--cpu-quota", help="CFS scheduler quota in microseconds per period")
     parser.add_argument("--cpuset-cpus", help="CPUs the container may run on, such as 0-3 or 0,1")
+    parser.add_argument("--cpuset-mems", help="memory nodes the container may use, such as 0-1")
     parser.add_argument("--pids-limit", help="maximum number of processes; -1 for unlimited")
     _append(parser, "--ulimit", help="resource limit such as nofile=1024:2048", metavar="NAME=SOFT[:HARD]")
     parser.add_argument("--read-only", action="store_true", help="mount the container's root filesystem read-only")
+
     _append(parser, "--tmpfs", help="mount a tmpfs at PATH, with mount options such as size=64m", metavar="PATH[:OPTIONS]")
     _append(parser, "-v", "--volume", help="bind mount a host path, mount a named volume, or create an anonymous volume",
             metavar="[SOURCE:]TARGET[:MODE]")
     _append(parser, "--mount", help="attach a mount: type=bind|volume|tmpfs,source=...,target=...[,readonly]", metavar="SPEC")
+
     _append(parser, "--cap-add", help="add a Linux capability, or ALL", metavar="CAPABILITY")
     _append(parser, "--cap-drop", help="drop a Linux capability, or ALL", metavar="CAPABILITY")
     parser.add_argument("--privileged", action="store_true", help="give the container all capabilities and host devices, without seccomp")
     _append(parser, "--security-opt", help="no-new-privileges, seccomp=unconfined or seccomp=PROFILE.json", metavar="OPTION")
     parser.add_argument("--init", action="store_true", help="run an init process as PID 1 that forwards signals and reaps zombies")
+    _append(parser, "--sysctl", help="set a namespaced kernel parameter, such as net.ipv4.ip_forward=1", metavar="NAME=VALUE")
+
     parser.add_argument("--restart", help="restart policy: no, on-failure[:max-retries], always or unless-stopped")
     parser.add_argument("--stop-signal", help="signal that stops the container (default SIGTERM)")
     parser.add_argument("--stop-timeout", help="seconds to wait after the stop signal before killing the container")
@@ -616,11 +660,14 @@ def add_create_flags(parser: argparse.ArgumentParser, run: bool) -> None:
     _append(parser, "--log-opt", help="log driver option: max-size=SIZE or max-file=COUNT", metavar="KEY=VALUE")
     _append(parser, "-l", "--label", help="set a label on the container", metavar="KEY[=VALUE]")
     _append(parser, "--label-file", help="read labels from a file of KEY=VALUE lines", metavar="FILE")
+
     parser.add_argument("--network", "--net", help="network mode to connect the container to (none, host, ...)")
+    _append(parser, "--expose", help="expose a port or range without publishing it", metavar="PORT[/PROTOCOL]")
     _append(parser, "-p", "--publish", help="publish a container port: [IP:][HOST_PORT:]CONTAINER_PORT[/PROTOCOL]", metavar="SPEC")
     parser.add_argument("-P", "--publish-all", action="store_true", help="publish every exposed port to a random host port")
     parser.add_argument("--platform", help="platform of the image to pull and run (os/arch[/variant])")
     parser.add_argument("--pull", default="missing", help="pull the image before creating: missing (default), always or never")
+
     parser.add_argument("image", metavar="IMAGE")
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="[COMMAND] [ARG...]")
 
@@ -669,6 +716,8 @@ def build_create_request(args: argparse.Namespace, environ: Mapping[str, str] | 
         config["Entrypoint"] = [args.entrypoint]
     if args.hostname:
         config["Hostname"] = args.hostname
+    if args.domainname:
+        config["Domainname"] = args.domainname
     if args.user:
         config["User"] = args.user
     if args.workdir:
@@ -706,15 +755,20 @@ def build_create_request(args: argparse.Namespace, environ: Mapping[str, str] | 
 
     if args.network:
         host["NetworkMode"] = args.network
+    exposed: dict[str, dict] = {}
+    for value in args.expose:
+        for port, _ in _convert("--expose", value, parse_expose):
+            exposed[port] = {}
     if args.publish:
-        exposed, bindings = {}, {}
+        bindings: dict[str, list[dict[str, str]]] = {}
         for spec in args.publish:
             spec_exposed, spec_bindings = _convert("-p, --publish", spec, lambda text: parse_ports([text]))
             exposed.update(spec_exposed)
             for port, port_bindings in spec_bindings.items():
                 bindings.setdefault(port, []).extend(port_bindings)
-        config["ExposedPorts"] = exposed
         host["PortBindings"] = bindings
+    if exposed:
+        config["ExposedPorts"] = exposed
     if args.publish_all:
         host["PublishAllPorts"] = True
 
@@ -732,12 +786,22 @@ def _add_resources(args: argparse.Namespace, host: dict[str, Any]) -> None:
         host["MemorySwap"] = _convert("--memory-swap", args.memory_swap, parse_memory_swap)
     if args.cpus is not None:
         host["NanoCpus"] = _convert("--cpus", args.cpus, parse_nano_cpus)
+    if args.memory_reservation is not None:
+        host["MemoryReservation"] = _convert("--memory-reservation", args.memory_reservation, parse_memory_size)
+    if args.shm_size is not None:
+        host["ShmSize"] = _convert("--shm-size", args.shm_size, parse_memory_size)
+    if args.oom_score_adj is not None:
+        host["OomScoreAdj"] = _convert("--oom-score-adj", args.oom_score_adj, parse_oom_score_adj)
     if args.cpu_shares is not None:
         host["CpuShares"] = _convert("-c, --cpu-shares", args.cpu_shares, parse_int)
+    if args.cpu_period is not None:
+        host["CpuPeriod"] = _convert("--cpu-period", args.cpu_period, parse_int)
+    if args.cpu_quota is not None:
+        host["CpuQuota"] = _convert("--cpu-quota", args.cpu_quota, parse_int)
     if args.cpuset_cpus:
-        if not re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", args.cpuset_cpus):
-            raise FlagError("--cpuset-cpus", args.cpuset_cpus, "use a list of CPUs and ranges such as 0-3,5")
-        host["CpusetCpus"] = args.cpuset_cpus
+        host["CpusetCpus"] = _convert("--cpuset-cpus", args.cpuset_cpus, parse_cpu_set)
+    if args.cpuset_mems:
+        host["CpusetMems"] = _convert("--cpuset-mems", args.cpuset_mems, parse_cpu_set)
     if args.pids_limit is not None:
         limit = _convert("--pids-limit", args.pids_limit, parse_int)
         # Docker sends no limit for 0, which means "unset" in its flag.
@@ -790,6 +854,10 @@ def _add_security(args: argparse.Namespace, host: dict[str, Any]) -> None:
         host["SecurityOpt"] = [_convert("--security-opt", value, parse_security_opt) for value in args.security_opt]
     if args.init:
         host["Init"] = True
+    if args.group_add:
+        host["GroupAdd"] = list(args.group_add)
+    if args.sysctl:
+        host["Sysctls"] = dict(_convert("--sysctl", value, parse_sysctl) for value in args.sysctl)
 
 
 def _add_lifecycle(args: argparse.Namespace, host: dict[str, Any]) -> None:

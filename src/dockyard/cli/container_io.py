@@ -20,6 +20,8 @@ import sys
 import threading
 from typing import Any, BinaryIO, Callable, Iterator
 
+from dockyard.errors import DockyardError
+
 log = logging.getLogger(__name__)
 
 # stdcopy stream numbers in the first byte of each frame header.
@@ -220,8 +222,9 @@ class SignalProxy:
             log.debug("forwarding signal %s to the container", name)
             try:
                 self.forward(name)
-            except Exception as error:  # noqa: BLE001 - a failed forward must not end the output stream
-                log.warning("could not forward signal %s to the container: %s", name, error)
+            except DockyardError as error:
+                # Usually the container exited between the signal and the forward; its output ends soon.
+                log.debug("forwarding signal %s to the container failed: %s", name, error)
 
     def __exit__(self, *exc_info: object) -> None:
         for number, handler in self._saved.items():

@@ -45,6 +45,12 @@ def _group_subparsers(group: argparse.ArgumentParser) -> argparse._SubParsersAct
 
 def _add_commands(commands: argparse._SubParsersAction) -> None:
     add_exec(commands)
+    add_top(commands)
+    add_stats(commands)
+    add_cp(commands)
+    add_diff(commands)
+    add_commit(commands)
+    add_export(commands)
 
 
 def _command(subparsers: argparse._SubParsersAction, name: str, handler: Callable, help_text: str,
@@ -146,6 +152,7 @@ def relay_pipes(session: "ExecSession") -> None:
     sys.stderr.flush()
     if session.stdin is not None:
         _start_stdin_copy(sys.stdin.fileno(), session.stdin, session.close_stdin)
+    assert session.stdout is not None and session.stderr is not None
     targets = {session.stdout: sys.stdout.fileno(), session.stderr: sys.stderr.fileno()}
     selector = selectors.DefaultSelector()
     for fd in targets:
@@ -237,3 +244,252 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+# -- top and stats ----------------------------------------------------------------------------
+
+
+def add_top(subparsers: argparse._SubParsersAction) -> None:
+    parser = _command(subparsers, "top", top, "Display the running processes of a container",
+                      usage="dockyard top CONTAINER [ps OPTIONS]")
+    parser.add_argument("container", metavar="CONTAINER")
+    parser.add_argument("ps_args", nargs=argparse.REMAINDER, metavar="ps OPTIONS")
+
+
+def top(args: argparse.Namespace, context: "Context") -> int:
+    from dockyard.cli import render
+    from dockyard.engine.stats import StatsService
+
+    result = StatsService(context.engine).top(args.container, " ".join(args.ps_args) or None)
+    sys.stdout.write(render.format_table([result["Titles"], *result["Processes"]]))
+    return 0
+
+
+STATS_HEADERS = {
+    "Container": "CONTAINER",
+    "ID": "CONTAINER ID",
+    "Name": "NAME",
+    "CPUPerc": "CPU %",
+    "MemUsage": "MEM USAGE / LIMIT",
+    "MemPerc": "MEM %",
+    "NetIO": "NET I/O",
+    "BlockIO": "BLOCK I/O",
+    "PIDs": "PIDS",
+}
+DEFAULT_STATS_FORMAT = "table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.NetIO}}\t{{.BlockIO}}\t{{.PIDs}}"
+BINARY_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def binary_size(size: float) -> str:
+    """Format bytes in binary units with up to two decimals, as ``docker stats`` shows memory ("1.5MiB")."""
+    value = float(size)
+    unit = 0
+    while value >= 1024 and unit < len(BINARY_UNITS) - 1:
+        value /= 1024
+        unit += 1
+    return f"{value:.4g}{BINARY_UNITS[unit]}"
+
+
+def add_stats(subparsers: argparse._SubParsersAction) -> None:
+    parser = _command(subparsers, "stats", stats, "Display a live stream of container resource usage statistics",
+                      usage="dockyard stats [OPTIONS] [CONTAINER...]")
+    parser.add_argument("-a", "--all", action="store_true", help="show all containers (default shows just running)")
+    parser.add_argument("--format", help="format the output with a Go template, or 'table', 'json'")
+    parser.add_argument("--no-stream", action="store_true", help="print one sample and exit")
+    parser.add_argument("--no-trunc", action="store_true", help="do not truncate the container IDs")
+    parser.add_argument("containers", nargs="*", metavar="CONTAINER")
+
+
+def stats_row(stats: dict[str, Any], container: str, no_trunc: bool) -> dict[str, str]:
+    """Return the ``docker stats`` columns of one sample, keyed as the ``--format`` fields."""
+    from dockyard.cli import render
+    from dockyard.engine.stats import summary
+
+    numbers = summary(stats)
+    received, sent = numbers["network"]
+    read, written = numbers["block_io"]
+    return {
+        "Container": container,
+        "ID": stats["id"] if no_trunc else stats["id"][:12],
+        "Name": str(stats.get("name", "")).lstrip("/"),
+        "CPUPerc": f"{numbers['cpu_percent']:.2f}%",
+        "MemUsage": f"{binary_size(numbers['memory_usage'])} / {binary_size(numbers['memory_limit'])}",
+        "MemPerc": f"{numbers['memory_percent']:.2f}%",
+        "NetIO": f"{render.human_size(received)} / {render.human_size(sent)}",
+        "BlockIO": f"{render.human_size(read)} / {render.human_size(written)}",
+        "PIDs": str(numbers["pids"]),
+    }
+
+
+def stats(args: argparse.Namespace, context: "Context") -> int:
+    import time
+
+    from dockyard.cli import render
+    from dockyard.engine.stats import SAMPLE_INTERVAL, StatsService
+    from dockyard.errors import Conflict
+
+    service = StatsService(context.engine)
+    names = list(args.containers)
+    if not names:
+        names = [summary["Id"] for summary in context.engine.containers.list(all=args.all)]
+    format_text = args.format or DEFAULT_STATS_FORMAT
+    if format_text == "table":
+        format_text = DEFAULT_STATS_FORMAT
+    previous: dict[str, dict] = {}
+    clear = not args.no_stream and sys.stdout.isatty()
+    first_round = True
+    while True:
+        rows = []
+        for name in names:
+            try:
+                sample = service.sample(name)
+            except Conflict:
+                # A stopped container: an error when named without --all, else left out.
+                if args.containers and not args.all:
+                    raise
+                continue
+            if name in previous:
+                sample["precpu_stats"] = previous[name].get("cpu_stats") or {}
+            previous[name] = sample
+            rows.append((name, sample))
+        if first_round:
+            # CPU % is a difference between two samples, so the first round only records.
+            first_round = False
+            time.sleep(SAMPLE_INTERVAL)
+            continue
+        output = render.render_format(format_text, [stats_row(sample, name, args.no_trunc) for name, sample in rows],
+                                      STATS_HEADERS)
+        if clear:
+            sys.stdout.write("\x1b[2J\x1b[H")
+        sys.stdout.write(output)
+        sys.stdout.flush()
+        if args.no_stream:
+            return 0
+        time.sleep(SAMPLE_INTERVAL)
+
+
+# -- cp ----------------------------------------------------------------------------------------
+
+
+def add_cp(subparsers: argparse._SubParsersAction) -> None:
+    parser = _command(subparsers, "cp", cp, "Copy files/folders between a container and the local filesystem",
+                      usage="dockyard cp [OPTIONS] CONTAINER:SRC_PATH DEST_PATH|-\n"
+                            "       dockyard cp [OPTIONS] SRC_PATH|- CONTAINER:DEST_PATH")
+    parser.add_argument("-a", "--archive", action="store_true", help="keep the files' uid and gid")
+    parser.add_argument("-L", "--follow-link", action="store_true", help="follow a symlink given as SRC_PATH")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    parser.add_argument("source", metavar="SRC_PATH")
+    parser.add_argument("dest", metavar="DEST_PATH")
+
+
+def split_container_path(text: str) -> tuple[str | None, str]:
+    """Split ``CONTAINER:PATH`` into its parts; a local path (``-``, ``./a:b``, ``/a:b``) has no container."""
+    if text == "-" or text.startswith(("/", ".")):
+        return None, text
+    container, colon, path = text.partition(":")
+    if not colon:
+        return None, text
+    return container, path
+
+
+def cp(args: argparse.Namespace, context: "Context") -> int:
+    from dockyard.engine.filesystem import FilesystemService
+    from dockyard.errors import InvalidArgument
+
+    source_container, source = split_container_path(args.source)
+    dest_container, dest = split_container_path(args.dest)
+    if (source_container is None) == (dest_container is None):
+        raise InvalidArgument("copying between containers is not supported" if source_container
+                              else "must specify at least one container source")
+    service = FilesystemService(context.engine)
+    if source_container is not None:
+        if not source:
+            raise InvalidArgument(f"invalid container path {args.source!r}: the path is empty")
+        if dest == "-":
+            sys.stdout.flush()
+            service.archive(source_container, source, sys.stdout.buffer, follow_link=args.follow_link)
+            sys.stdout.buffer.flush()
+            return 0
+        service.copy_from(source_container, source, dest, follow_link=args.follow_link, keep_owner=args.archive)
+        if not args.quiet and sys.stderr.isatty():
+            print(f"Successfully copied to {dest}", file=sys.stderr)
+        return 0
+    assert dest_container is not None
+    if source == "-":
+        service.put_archive(dest_container, dest or "/", sys.stdin.buffer, keep_owner=args.archive)
+        return 0
+    service.copy_to(dest_container, source, dest or "/", follow_link=args.follow_link, keep_owner=args.archive)
+    if not args.quiet and sys.stderr.isatty():
+        print(f"Successfully copied to {dest_container}:{dest}", file=sys.stderr)
+    return 0
+
+
+# -- diff, commit and export -------------------------------------------------------------------
+
+
+def add_diff(subparsers: argparse._SubParsersAction) -> None:
+    parser = _command(subparsers, "diff", diff, "Inspect changes to files or directories on a container's filesystem")
+    parser.add_argument("container", metavar="CONTAINER")
+
+
+def diff(args: argparse.Namespace, context: "Context") -> int:
+    from dockyard.engine.filesystem import KIND_LETTERS, FilesystemService
+
+    for item in FilesystemService(context.engine).diff(args.container):
+        print(f"{KIND_LETTERS[item['Kind']]} {item['Path']}")
+    return 0
+
+
+def add_commit(subparsers: argparse._SubParsersAction) -> None:
+    parser = _command(subparsers, "commit", commit, "Create a new image from a container's changes",
+                      usage="dockyard commit [OPTIONS] CONTAINER [REPOSITORY[:TAG]]")
+    parser.add_argument("-a", "--author", default="", help='author, such as "Jane Doe <jane@example.com>"')
+    parser.add_argument("-c", "--change", action="append", default=[],
+                        help="apply a Dockerfile instruction (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, "
+                             "STOPSIGNAL, USER, VOLUME, WORKDIR) to the image")
+    parser.add_argument("-m", "--message", default="", help="commit message")
+    parser.add_argument("-p", "--pause", default="true", choices=("true", "false"),
+                        help="pause the container during the commit (default true)")
+    parser.add_argument("container", metavar="CONTAINER")
+    parser.add_argument("repository", nargs="?", metavar="REPOSITORY[:TAG]")
+
+
+def commit(args: argparse.Namespace, context: "Context") -> int:
+    from dockyard.engine.filesystem import FilesystemService
+
+    image_id = FilesystemService(context.engine).commit(
+        args.container, args.repository, changes_text=args.change, comment=args.message, author=args.author,
+        pause=args.pause == "true",
+    )
+    print(image_id)
+    return 0
+
+
+def add_export(subparsers: argparse._SubParsersAction) -> None:
+    parser = _command(subparsers, "export", export, "Export a container's filesystem as a tar archive")
+    parser.add_argument("-o", "--output", help="write to a file instead of stdout")
+    parser.add_argument("container", metavar="CONTAINER")
+
+
+def export(args: argparse.Namespace, context: "Context") -> int:
+    from dockyard.engine.filesystem import FilesystemService
+    from dockyard.errors import InvalidArgument
+
+    service = FilesystemService(context.engine)
+    if args.output:
+        temporary = f"{args.output}.{os.getpid()}.tmp"
+        try:
+            with open(temporary, "wb") as out:
+                service.export(args.container, out)
+            os.replace(temporary, args.output)
+        except BaseException:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+            raise
+        return 0
+    if sys.stdout.isatty():
+        raise InvalidArgument("cowardly refusing to save to a terminal. Use the -o flag or redirect")
+    sys.stdout.flush()
+    service.export(args.container, sys.stdout.buffer)
+    sys.stdout.buffer.flush()
+    return 0

@@ -45,6 +45,16 @@ HISTORY_HEADERS = {
 # Docker shortens CREATED BY in history to this many characters, the last one an ellipsis.
 CREATED_BY_WIDTH = 45
 
+# The Go types Docker's templates see for a row, named in template errors.
+IMAGE_CONTEXT_TYPE = "*formatter.imageContext"
+HISTORY_CONTEXT_TYPE = "*formatter.historyContext"
+
+# The values Go's strconv.ParseBool accepts, which Docker's boolean flags take after "=".
+GO_BOOLEAN_VALUES = {
+    "1": True, "t": True, "T": True, "true": True, "TRUE": True, "True": True,
+    "0": False, "f": False, "F": False, "false": False, "FALSE": False, "False": False,
+}
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the image commands to the top-level parser, and the ``image`` group."""
@@ -87,6 +97,20 @@ def _command(subparsers: argparse._SubParsersAction, name: str, handler: Callabl
     return parser
 
 
+def add_boolean_flag(parser: argparse.ArgumentParser, short: str, long: str, default: bool, help_text: str) -> None:
+    """Add a flag that works like a Go boolean flag: ``-H`` sets it, ``-H=false`` and ``--human=false`` clear it.
+
+    As in Docker, a value must follow ``=``: ``-H false`` is the flag and then
+    the argument ``false``. argparse matches an option string exactly before
+    it splits at ``=``, so each ``FLAG=VALUE`` spelling is a hidden option.
+    """
+    dest = long.lstrip("-").replace("-", "_")
+    parser.add_argument(short, long, dest=dest, action="store_true", default=default, help=help_text)
+    for value, flag in GO_BOOLEAN_VALUES.items():
+        action = "store_true" if flag else "store_false"
+        parser.add_argument(f"{short}={value}", f"{long}={value}", dest=dest, action=action, help=argparse.SUPPRESS)
+
+
 # -- pull and push ----------------------------------------------------------------
 
 
@@ -95,19 +119,22 @@ def add_pull(subparsers: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("name", metavar="NAME[:TAG|@DIGEST]")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the image reference")
     parser.add_argument("--platform", help="pull the image for this platform (os/arch[/variant]), not the host's")
-    parser.add_argument("-a", "--all-tags", action="store_true", help="download every tag (not supported)")
+    parser.add_argument("-a", "--all-tags", action="store_true",
+                        help="download every tag that the registry lists for the repository")
     parser.add_argument("--disable-content-trust", action="store_true", default=True, help=argparse.SUPPRESS)
 
 
 def pull(args: argparse.Namespace, context: "Context") -> int:
     from dockyard.cli import render
-    from dockyard.errors import InvalidArgument
     from dockyard.image import reference as references
 
-    if args.all_tags:
-        raise InvalidArgument("pull --all-tags is not supported: name each tag to pull")
     ref = references.parse(args.name)
-    if not args.quiet and ":" not in args.name.rsplit("/", 1)[-1] and "@" not in args.name:
+    if args.all_tags:
+        with render.progress_printer(sys.stdout, quiet=args.quiet) as progress:
+            context.engine.images.pull_all_tags(args.name, platform=args.platform, progress=progress)
+        print(ref.repository)
+        return 0
+    if not args.quiet and references.is_name_only(args.name):
         print(f"Using default tag: {ref.tag}", flush=True)
     with render.progress_printer(sys.stdout, quiet=args.quiet) as progress:
         result = context.engine.images.pull(args.name, platform=args.platform, progress=progress)
@@ -118,22 +145,27 @@ def pull(args: argparse.Namespace, context: "Context") -> int:
 def add_push(subparsers: argparse._SubParsersAction, name: str) -> None:
     parser = _command(subparsers, name, push, "Upload an image to a registry")
     parser.add_argument("name", metavar="NAME[:TAG]")
-    parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
-    parser.add_argument("-a", "--all-tags", action="store_true", help="push every tag of the repository (not supported)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the pushed reference")
+    parser.add_argument("-a", "--all-tags", action="store_true", help="push every local tag of the repository")
 
 
 def push(args: argparse.Namespace, context: "Context") -> int:
     from dockyard.cli import render
-    from dockyard.errors import InvalidArgument
     from dockyard.image import reference as references
 
-    if args.all_tags:
-        raise InvalidArgument("push --all-tags is not supported: name each tag to push")
     ref = references.parse(args.name)
-    if not args.quiet and ":" not in args.name.rsplit("/", 1)[-1] and "@" not in args.name:
+    if args.all_tags:
+        with render.progress_printer(sys.stdout, quiet=args.quiet) as progress:
+            context.engine.images.push_all_tags(args.name, progress=progress)
+        if args.quiet:
+            print(ref.repository)
+        return 0
+    if not args.quiet and references.is_name_only(args.name):
         print(f"Using default tag: {ref.tag}", flush=True)
     with render.progress_printer(sys.stdout, quiet=args.quiet) as progress:
-        context.engine.images.push(args.name, progress=progress)
+        result = context.engine.images.push(args.name, progress=progress)
+    if args.quiet:
+        print(result.reference)
     return 0
 
 
@@ -182,7 +214,8 @@ def image_rows(summaries: list[dict], digests: bool, no_trunc: bool) -> list[dic
             pairs.append((repository, tag_name))
         tagged = {repository for repository, _ in pairs}
         for repository in digest_by_repository:
-            if repository not in tagged and digests:
+            # An image pulled by digest has no tag in that repository; Docker shows it as REPOSITORY <none>.
+            if repository not in tagged:
                 pairs.append((repository, "<none>"))
         if not pairs:
             pairs.append(("<none>", "<none>"))
@@ -196,7 +229,8 @@ def image_rows(summaries: list[dict], digests: bool, no_trunc: bool) -> list[dic
                 "CreatedSince": render.time_ago(created),
                 "CreatedAt": render.local_time(created),
                 "Size": render.human_size(summary["Size"]),
-                "Containers": str(summary["Containers"]) if summary["Containers"] >= 0 else "N/A",
+                # Docker's image list does not count containers; only `system df` does.
+                "Containers": "N/A",
                 "SharedSize": "N/A",
                 "UniqueSize": "N/A",
                 "VirtualSize": render.human_size(summary["Size"]),
@@ -214,14 +248,11 @@ def list_images(args: argparse.Namespace, context: "Context") -> int:
     rows = image_rows(summaries, args.digests, args.no_trunc)
 
     if args.quiet:
-        seen: list[str] = []
-        for row in rows:
-            if row["ID"] not in seen:
-                seen.append(row["ID"])
-        sys.stdout.write("".join(f"{image_id}\n" for image_id in seen))
+        # One line per row, as Docker prints it: an image with two tags appears twice.
+        sys.stdout.write("".join(row["ID"] + "\n" for row in rows))
         return 0
     if args.format and args.format != "table":
-        sys.stdout.write(render.render_format(args.format, rows, IMAGE_HEADERS))
+        sys.stdout.write(render.render_format(args.format, rows, IMAGE_HEADERS, go_type=IMAGE_CONTEXT_TYPE))
         return 0
     columns = ["Repository", "Tag"] + (["Digest"] if args.digests else []) + ["ID", "CreatedSince", "Size"]
     table = [[IMAGE_HEADERS[column] for column in columns]]
@@ -285,8 +316,12 @@ def prune(args: argparse.Namespace, context: "Context") -> int:
             warning = "WARNING! This will remove all dangling images."
         sys.stdout.write(f"{warning}\nAre you sure you want to continue? [y/N] ")
         sys.stdout.flush()
-        answer = sys.stdin.readline().strip().lower()
-        if answer not in ("y", "yes"):
+        answer = sys.stdin.readline()
+        if not sys.stdin.isatty():
+            # Input that is not typed on a terminal is not echoed, so end the prompt's line here.
+            sys.stdout.write("\n")
+        # Like Docker, only "y" or "Y" confirms; anything else, or end of input, removes nothing.
+        if answer.strip().lower() != "y":
             return 0
     result = context.engine.images.prune(all=args.all)
     if result.deleted:
@@ -318,7 +353,12 @@ def add_inspect(subparsers: argparse._SubParsersAction, name: str,
 
 
 def _inspect_one(context: "Context", name: str, object_types: tuple[str, ...]) -> tuple[dict | None, str]:
-    """Return the first object of ``object_types`` named ``name``, or None and the error message."""
+    """Return the first object of ``object_types`` named ``name``, or None and the last type's not-found message.
+
+    Docker words a miss of every type as "No such object". dockyard keeps the
+    image message ("No such image: x"), because the top-level inspect printed
+    it before it also looked up containers.
+    """
     from dockyard.errors import NotFound
 
     message = f"No such object: {name}"
@@ -327,8 +367,7 @@ def _inspect_one(context: "Context", name: str, object_types: tuple[str, ...]) -
         try:
             return service.inspect(name), ""
         except NotFound as error:
-            if len(object_types) == 1:
-                message = str(error)
+            message = str(error)
     return None, message
 
 
@@ -357,8 +396,8 @@ def add_history(subparsers: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("image", metavar="IMAGE")
     parser.add_argument("--no-trunc", action="store_true", help="do not truncate output")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only image IDs")
-    parser.add_argument("-H", "--human", default="true", choices=["true", "false"],
-                        help="print sizes and dates in human-readable form (default true)")
+    add_boolean_flag(parser, "-H", "--human", True,
+                     "print sizes and dates in human-readable form (default true; clear it with --human=false)")
     parser.add_argument("--format", help="'table', 'json', or a Go template such as '{{.CreatedBy}}'")
     parser.add_argument("--platform", help="not supported: an image has one platform locally")
 
@@ -369,7 +408,7 @@ def history(args: argparse.Namespace, context: "Context") -> int:
 
     if args.platform:
         raise InvalidArgument("history --platform is not supported: dockyard stores one platform per image")
-    human = args.human == "true"
+    human = args.human
     rows = []
     for item in context.engine.images.history(args.image):
         image_id = item["Id"] if item["Id"] == "<missing>" else render.short_id(item["Id"], args.no_trunc)
@@ -379,8 +418,8 @@ def history(args: argparse.Namespace, context: "Context") -> int:
         created = item["Created"] or None
         rows.append({
             "ID": image_id,
-            "CreatedSince": render.time_ago(created) if human else render.local_time(created),
-            "CreatedAt": render.local_time(created),
+            "CreatedSince": render.time_ago(created) if human else render.rfc3339_time(created),
+            "CreatedAt": render.rfc3339_time(created),
             "CreatedBy": created_by,
             "Size": render.human_size(item["Size"]) if human else str(item["Size"]),
             "Comment": item["Comment"],
@@ -389,7 +428,7 @@ def history(args: argparse.Namespace, context: "Context") -> int:
         sys.stdout.write("".join(row["ID"] + "\n" for row in rows))
         return 0
     if args.format and args.format != "table":
-        sys.stdout.write(render.render_format(args.format, rows, HISTORY_HEADERS))
+        sys.stdout.write(render.render_format(args.format, rows, HISTORY_HEADERS, go_type=HISTORY_CONTEXT_TYPE))
         return 0
     columns = ["ID", "CreatedSince", "CreatedBy", "Size", "Comment"]
     table = [[HISTORY_HEADERS[column] for column in columns]]
@@ -439,7 +478,7 @@ def save(args: argparse.Namespace, context: "Context") -> int:
 def add_load(subparsers: argparse._SubParsersAction, name: str) -> None:
     parser = _command(subparsers, name, load, "Load images from a tar archive or stdin")
     parser.add_argument("-i", "--input", help="read from this tar archive file instead of stdin")
-    parser.add_argument("-q", "--quiet", action="store_true", help="suppress the load output")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the names of the loaded images, no progress")
     parser.add_argument("--platform", help="not supported: an image has one platform locally")
 
 
@@ -459,12 +498,12 @@ def load(args: argparse.Namespace, context: "Context") -> int:
         if sys.stdin.isatty():
             raise InvalidArgument("requested load from stdin, but stdin is a terminal: use -i FILE or redirect")
         names = context.engine.images.load(sys.stdin.buffer)
-    if not args.quiet:
-        for loaded in names:
-            if loaded.startswith("sha256:"):
-                print(f"Loaded image ID: {loaded}")
-            else:
-                print(f"Loaded image: {loaded}")
+    # Docker's -q hides only the progress, so the names are printed either way.
+    for loaded in names:
+        if loaded.startswith("sha256:"):
+            print(f"Loaded image ID: {loaded}")
+        else:
+            print(f"Loaded image: {loaded}")
     return 0
 
 
@@ -502,7 +541,15 @@ def login(args: argparse.Namespace, context: "Context") -> int:
         raise InvalidArgument(f"cannot log in to {args.server}: user name and password must not be empty")
     if args.password:
         print("WARNING! Using --password via the CLI is insecure. Use --password-stdin.", file=sys.stderr)
-    context.engine.images.login(args.server, username, password)
+    domain = context.engine.images.login(args.server, username, password)
+    unencrypted = context.engine.images.unencrypted_credentials_path(domain)
+    if unencrypted is not None:
+        print(
+            f"\nWARNING! Your credentials are stored unencrypted in '{unencrypted}'.\n"
+            "Configure a credential helper to remove this warning. See\n"
+            "https://docs.docker.com/go/credential-store/\n",
+            file=sys.stderr,
+        )
     print("Login Succeeded")
     return 0
 

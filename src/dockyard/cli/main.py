@@ -5,6 +5,11 @@ function that adds its commands; a command's handler has the signature
 ``handler(args, context) -> int`` and imports the engine lazily, so that
 ``dockyard --help`` and every command start fast.
 
+A run builds the full parser only for the command it runs: every module still
+registers all its commands, but a subparser whose name is not among the
+command line's words is only listed in the help (``SelectiveSubParsersAction``).
+Building all of them, more than 60, took longer than the rest of the start-up.
+
 This is the one place that turns a ``DockyardError`` into a message on stderr
 and an exit code. Tracebacks are shown only with ``--debug``.
 """
@@ -19,7 +24,7 @@ import sys
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Iterable
 
 if TYPE_CHECKING:
     from dockyard.config import Config
@@ -49,6 +54,49 @@ class Context:
         return Engine(self.config)
 
 
+class UnbuiltParser:
+    """Stands in for the parser of a command that this run does not use.
+
+    Registration code calls it as it would call an ``ArgumentParser``:
+    every attribute is a method that does nothing and returns this object,
+    and iterating over it (``parser._actions``) gives nothing.
+    """
+
+    def __getattr__(self, name: str) -> "UnbuiltParser":
+        return self
+
+    def __call__(self, *args: Any, **kwargs: Any) -> "UnbuiltParser":
+        return self
+
+    def __iter__(self) -> Any:
+        return iter(())
+
+
+class SelectiveSubParsersAction(argparse._SubParsersAction):
+    """A subparsers action that builds only the subparsers whose name is in ``command_words``.
+
+    Every other command gets a help entry and an ``UnbuiltParser`` in
+    ``choices``, so ``--help`` and the "invalid choice" message still list all
+    commands. A command that runs always has its name among the command
+    line's words, so its parser is built. ``command_words`` None builds all.
+    """
+
+    command_words: frozenset[str] | None = None
+
+    def add_parser(self, name: str, **kwargs: Any) -> Any:  # type: ignore[override]
+        names = [name, *kwargs.get("aliases", ())]
+        if self.command_words is None or any(each in self.command_words for each in names):
+            return super().add_parser(name, **kwargs)
+        if "help" in kwargs:
+            self._choices_actions.append(
+                self._ChoicesPseudoAction(name, tuple(kwargs.get("aliases", ())), kwargs["help"])
+            )
+        unbuilt = UnbuiltParser()
+        for each in names:
+            self._name_parser_map[each] = unbuilt  # type: ignore[assignment]
+        return unbuilt
+
+
 class Parser(argparse.ArgumentParser):
     """An argument parser with the docker CLI's exit codes for usage errors.
 
@@ -57,26 +105,39 @@ class Parser(argparse.ArgumentParser):
     command.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", "parsers", SelectiveSubParsersAction)
+
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
         missing = message.startswith("the following arguments are required") or "invalid choice" in message
         self.exit(1 if missing else 125, f"{self.prog}: {message}\nSee '{self.prog} --help'.\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """Build the parser; given the command line ``argv``, build full subparsers only for the commands it names."""
     parser = Parser(prog="dockyard", description="A Docker-compatible container engine.")
     parser.add_argument("--root", type=Path, help="state directory (default /var/lib/dockyard, or $DOCKYARD_ROOT)")
     parser.add_argument("-D", "--debug", action="store_true", help="show debug logs and tracebacks")
     parser.add_argument("-v", "--version", action="store_true", help="print the version and exit")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for name in COMMAND_MODULES:
-        module = importlib.import_module(f"dockyard.cli.{name}")
-        module.register(subparsers)
+    if argv is not None:
+        # Over-selection is harmless: a word that is an option's value only builds one parser too many.
+        SelectiveSubParsersAction.command_words = frozenset(word for word in argv if not word.startswith("-"))
+    try:
+        subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+        for name in COMMAND_MODULES:
+            module = importlib.import_module(f"dockyard.cli.{name}")
+            module.register(subparsers)
+    finally:
+        SelectiveSubParsersAction.command_words = None
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if args.version:
         from dockyard import __version__

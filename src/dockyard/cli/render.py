@@ -86,6 +86,15 @@ def local_time(timestamp: float | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S %z ") + (moment.tzname() or "")
 
 
+def rfc3339_time(timestamp: float | None) -> str:
+    """Format a Unix time in RFC 3339 in the local zone, as Go's ``time.RFC3339`` does: ``2024-05-01T12:00:00Z``."""
+    if timestamp is None:
+        return ""
+    text = datetime.fromtimestamp(timestamp, timezone.utc).astimezone().isoformat(timespec="seconds")
+    # Go writes a zero offset as "Z".
+    return text[:-len("+00:00")] + "Z" if text.endswith("+00:00") else text
+
+
 def short_id(digest: str, no_trunc: bool = False) -> str:
     """Return the 12-hex short form of an ID or digest, or the full ``sha256:…`` with ``no_trunc``."""
     if no_trunc:
@@ -124,6 +133,23 @@ class TemplateError(InvalidArgument):
 
     def __init__(self, template: str, reason: str) -> None:
         super().__init__(f"invalid --format template {template!r}: {reason}")
+
+
+class TemplateExecutionError(InvalidArgument):
+    """A ``--format`` template that parsed but failed while it ran, in Go's text/template wording."""
+
+
+class Struct(dict):
+    """A row that a template sees as a Go struct of type ``go_type``: a field it lacks is an error.
+
+    Docker's list commands give templates structs (``*formatter.imageContext``),
+    so ``{{.Nope}}`` fails there, while a map, such as an inspect document,
+    gives ``<no value>`` for a missing key.
+    """
+
+    def __init__(self, fields: dict, go_type: str) -> None:
+        super().__init__(fields)
+        self.go_type = go_type
 
 
 @dataclass
@@ -273,6 +299,11 @@ class Template:
         if word.startswith("."):
             value = dot
             for name in word[1:].split("."):
+                if isinstance(value, Struct) and name not in value:
+                    raise self._execution_error(word, f"can't evaluate field {name} in type {value.go_type}")
+                if isinstance(dot, Struct) and isinstance(value, str):
+                    # The fields of Docker's list rows are Go strings, which have no fields.
+                    raise self._execution_error(word, f"can't evaluate field {name} in type string")
                 value = _field(value, name)
             return value
         if word[0] in "\"`":
@@ -286,6 +317,26 @@ class Template:
         if word in FUNCTIONS:
             return FUNCTIONS[word]()
         raise TemplateError(self.source, f'function "{word}" not defined')
+
+    def _execution_error(self, word: str, reason: str) -> TemplateExecutionError:
+        """Build Go's error for ``word``: ``template: :LINE:COLUMN: executing "" at <WORD>: REASON``.
+
+        The position is that of the first action that contains ``word``, with
+        the line counted from 1 and the column as a byte offset from 0, as Go
+        reports it.
+        """
+        offset = 0
+        for match in _ACTION.finditer(self.source):
+            for token in _TOKEN.finditer(match.group(2)):
+                if token.group() == word:
+                    offset = match.start(2) + token.start()
+                    break
+            else:
+                continue
+            break
+        line = self.source.count("\n", 0, offset) + 1
+        column = offset - (self.source.rfind("\n", 0, offset) + 1)
+        return TemplateExecutionError(f'template: :{line}:{column}: executing "" at <{word}>: {reason}')
 
 
 class _Missing:
@@ -373,14 +424,17 @@ def render_format(
     format_text: str,
     items: Iterable[Any],
     headers: dict[str, str] | None = None,
+    go_type: str | None = None,
 ) -> str:
     """Render ``--format`` for a list of items, one line each.
 
     ``json`` prints each item as one JSON object per line. A format that starts
     with ``table`` prints a header row, taken from ``headers`` (field name to
-    column title), and aligns the columns at its tab characters.
+    column title), and aligns the columns at its tab characters. With
+    ``go_type``, each item is a ``Struct`` of that type, so a template field
+    that an item lacks raises TemplateExecutionError.
     """
-    items = list(items)
+    items = [Struct(item, go_type) for item in items] if go_type else list(items)
     if format_text == "json":
         return "".join(to_json(item) + "\n" for item in items)
     as_table = format_text.startswith("table")

@@ -4,6 +4,10 @@ Loading first puts every blob into the content store, and ``archive.read``
 removes them again if the archive is bad. Then each layer is unpacked into a
 snapshot and its diff ID checked. Each image and its tags are recorded last,
 so a load that fails records no image.
+
+``save`` writes the manifest an image was pulled as, byte for byte, so
+``load`` can record that manifest's digest as the repository digest of each
+loaded tag, and a save and load round trip keeps ``RepoDigests``.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import TYPE_CHECKING, BinaryIO, Sequence
 from dockyard.engine import locks
 from dockyard.engine.images import ImageService, Progress
 from dockyard.engine.pull import existing_layer_size, unpack_layer
-from dockyard.engine.state import ImageRecord, LayerRecord
+from dockyard.engine.state import ImageRecord, LayerRecord, ManifestRecord
 from dockyard.errors import ArchiveError, InvalidReference
 
 if TYPE_CHECKING:
@@ -25,9 +29,12 @@ log = logging.getLogger(__name__)
 
 
 def save(service: ImageService, names: Sequence[str], out: BinaryIO) -> None:
-    """Write the named images, with the tags they were named by, as one archive to ``out``."""
+    """Write the named images, with the tags they were named by, as one archive to ``out``.
+
+    An image named by its ID, full or short, is saved without tags, as Docker
+    saves it, so loading the archive prints ``Loaded image ID:``.
+    """
     from dockyard.image import archive
-    from dockyard.image import reference as references
 
     tags_by_manifest: dict[str, list] = {}
     with locks.gc_lock(service.root, exclusive=False):
@@ -38,12 +45,6 @@ def save(service: ImageService, names: Sequence[str], out: BinaryIO) -> None:
             ref = _as_tag(name, image_id, service)
             if ref is not None and ref not in tags:
                 tags.append(ref)
-            elif ref is None and not name.startswith("sha256:"):
-                # Named by a short ID: save the image with every tag it has, as Docker does.
-                for tag, _ in service.state.tags(image_id):
-                    parsed = references.parse(tag)
-                    if parsed not in tags:
-                        tags.append(parsed)
         images = [archive.ArchiveImage(digest, tags) for digest, tags in tags_by_manifest.items()]
         archive.write(out, images, service.store)
 
@@ -67,7 +68,13 @@ def load(service: ImageService, fileobj: BinaryIO, progress: Progress) -> list[s
 
     names: list[str] = []
     with locks.gc_lock(service.root, exclusive=False):
-        loaded = archive.read(fileobj, service.store, tmp_dir=service.root / "tmp")
+        try:
+            loaded = archive.read(fileobj, service.store, tmp_dir=service.root / "tmp")
+        except ArchiveError as error:
+            source = getattr(fileobj, "name", None)
+            if not isinstance(source, str) or source == "<stdin>":
+                source = "standard input"
+            raise ArchiveError(f"cannot load images from {source}: {error}") from error
         for image in loaded:
             names += _record_loaded(service, image, progress)
     return names
@@ -125,8 +132,32 @@ def _record_loaded(service: ImageService, image: "LoadedImage", progress: Progre
     )
     blobs = [image.manifest_digest, image.config_digest, *(d.digest for d in image.layers)]
     tags = [str(tag) for tag in image.tags]
-    service.state.record_image(record, records, blobs=blobs, tags=tags)
+    repository_manifests = _repository_manifests(service, image)
+    service.state.record_image(record, records, blobs=blobs, tags=tags,
+                               manifest=repository_manifests[0] if repository_manifests else None)
+    for manifest in repository_manifests[1:]:
+        service.state.record_manifest(image.config_digest, manifest)
     log.debug("loaded image %s with tags %s", image.config_digest, tags)
     if not image.tags:
         return [image.config_digest]
     return [tag.familiar() for tag in image.tags]
+
+
+def _repository_manifests(service: ImageService, image: "LoadedImage") -> list[ManifestRecord]:
+    """Return a repository digest record for each repository the loaded image is tagged in.
+
+    Only a manifest that the archive carries as a blob counts. One that
+    ``archive.read`` synthesised for a legacy docker-archive, or that dockyard
+    built itself, was never served by a registry, so its digest is no
+    repository digest.
+    """
+    # NOTE: a synthesised manifest is recognised by its bytes being exactly
+    # Manifest.encode() of the parsed manifest; archive.read does not say so.
+    data = service.store.read(image.manifest_digest)
+    if data == image.manifest.encode():
+        return []
+    repositories = dict.fromkeys(tag.repository for tag in image.tags)
+    return [
+        ManifestRecord(repository, image.manifest_digest, image.manifest_digest, image.manifest.media_type)
+        for repository in repositories
+    ]

@@ -23,12 +23,10 @@ from __future__ import annotations
 import builtins
 import json
 import logging
+import os
 import re
-import secrets
 import signal as signals
-import socket
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -37,6 +35,8 @@ from dockyard.engine.logs import LogEntry, format_time, log_options, parse_time
 from dockyard.errors import Conflict, ContainerError, ContainerNotFound, InvalidArgument, NotFound
 
 if TYPE_CHECKING:
+    import socket
+
     from dockyard.config import Config
     from dockyard.engine.images import ImageService
     from dockyard.engine.state import State
@@ -53,6 +53,9 @@ STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", 
 RESTART_POLICIES = ("", "no", "always", "unless-stopped", "on-failure")
 # Socket timeout for monitor requests that return at once.
 REQUEST_TIMEOUT = 120.0
+# A monitor that is exiting after its idle timeout may accept a connection and
+# then drop it. The request then goes to a new monitor, up to this many attempts.
+MONITOR_ATTEMPTS = 3
 
 ADJECTIVES = (
     "amber", "bold", "brave", "breezy", "calm", "clever", "cosmic", "crisp", "daring", "eager", "fearless",
@@ -68,19 +71,20 @@ SURNAMES = (
 )
 
 
-@dataclass
 class Attachment:
     """A connection to a container's stdio through the monitor.
 
     Without a TTY, what ``recv`` returns is stdcopy-framed (an 8-byte header:
-    stream, three zero bytes, big-endian length); with a TTY it is raw.
+    stream, three zero bytes, big-endian length). With a TTY it is raw.
     """
 
-    sock: socket.socket
-    tty: bool
-    container_id: str
-    monitor_dir: Path
-    pending: bytes = b""
+    def __init__(self, sock: "socket.socket", tty: bool, container_id: str, monitor_dir: Path,
+                 pending: bytes = b"") -> None:
+        self.sock = sock
+        self.tty = tty
+        self.container_id = container_id
+        self.monitor_dir = monitor_dir
+        self.pending = pending
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -98,6 +102,8 @@ class Attachment:
 
     def close_stdin(self) -> None:
         """End the container's input; with StdinOnce its stdin is closed."""
+        import socket
+
         try:
             self.sock.shutdown(socket.SHUT_WR)
         except OSError:
@@ -192,12 +198,12 @@ class ContainerService:
 
     def _new_name(self) -> str:
         for attempt in range(100):
-            name = f"{secrets.choice(ADJECTIVES)}_{secrets.choice(SURNAMES)}"
+            name = f"{_pick(ADJECTIVES)}_{_pick(SURNAMES)}"
             if attempt >= 10:
-                name += str(secrets.randbelow(10))
+                name += str(_pick(range(10)))
             if self.state.container_id_for_name(name) is None:
                 return name
-        return f"container_{secrets.token_hex(4)}"
+        return f"container_{os.urandom(4).hex()}"
 
     # -- create --------------------------------------------------------------------
 
@@ -217,7 +223,7 @@ class ContainerService:
         image_name = body.get("Image")
         if not image_name:
             raise InvalidArgument("no image given: the create body needs Image")
-        container_id = secrets.token_hex(32)
+        container_id = os.urandom(32).hex()
         host_config = self._host_config(body.get("HostConfig") or {})
 
         # Shared GC lock: image garbage collection must not delete the
@@ -234,13 +240,14 @@ class ContainerService:
             lowers = [str(path) for path in self.images.snapshots.lowers(layers[-1].chain_id)] if layers else []
             config = ocispec.merge_config(body, image_config, container_id)
             user = self._resolve_user(config["User"], lowers, host_config.get("GroupAdd"))
-            mounts, mount_points, anonymous = self._mounts(container_id, config, host_config)
+            mounts, mount_points, anonymous, copy_up = self._mounts(container_id, config, host_config)
             record = {
                 "Config": config,
                 "HostConfig": host_config,
                 "Mounts": mount_points,
                 "OciMounts": mounts,
                 "AnonymousVolumes": anonymous,
+                "CopyUp": copy_up,
                 "Lowers": lowers,
                 "User": user,
             }
@@ -264,11 +271,12 @@ class ContainerService:
         log.debug("created container %s from image %s", container_id, image_id)
         return container_id
 
-    def _host_config(self, given: dict[str, Any]) -> dict[str, Any]:
+    def _host_config(self, requested: dict[str, Any]) -> dict[str, Any]:
         """Return the HostConfig with Docker's defaults filled in, after checking what dockyard supports."""
-        host_config = dict(given)
+        host_config = dict(requested)
         ocispec.network_mode(host_config)
         host_config.setdefault("NetworkMode", "default")
+
         policy = dict(host_config.get("RestartPolicy") or {})
         policy.setdefault("Name", "no")
         policy.setdefault("MaximumRetryCount", 0)
@@ -283,6 +291,7 @@ class ContainerService:
         host_config["RestartPolicy"] = policy
         if host_config.get("AutoRemove") and policy["Name"] != "no":
             raise InvalidArgument("can't create 'AutoRemove' container with restart policy")
+
         log_config = dict(host_config.get("LogConfig") or {})
         log_config["Type"] = log_config.get("Type") or "json-file"
         log_config["Config"] = dict(log_config.get("Config") or {})
@@ -290,6 +299,7 @@ class ContainerService:
             raise InvalidArgument(f"log driver {log_config['Type']!r} is not supported: only json-file is")
         log_options(log_config["Config"])
         host_config["LogConfig"] = log_config
+
         if host_config.get("Init") and ocispec.find_init_binary() is None:
             raise InvalidArgument("--init needs docker-init or tini-static installed on the host; neither was found")
         for unsupported in ("PortBindings", "Links", "VolumesFrom", "Devices", "ExtraHosts", "Dns"):
@@ -310,18 +320,27 @@ class ContainerService:
             group_add,
         )
 
-    def _mounts(self, container_id: str, config: dict, host_config: dict) -> tuple[builtins.list, builtins.list, builtins.list]:
-        """Resolve Binds, Mounts, Tmpfs and the image's Volumes into OCI mounts and Docker mount points."""
+    def _mounts(self, container_id: str, config: dict, host_config: dict) -> tuple[builtins.list, ...]:
+        """Resolve Binds, Mounts, Tmpfs and the image's Volumes.
+
+        Returns the OCI mounts, Docker's mount points for ``inspect``, the
+        names of the anonymous volumes created, and the volumes to fill from
+        the image on start.
+        """
         oci: builtins.list[dict] = []
         points: builtins.list[dict] = []
         anonymous: builtins.list[str] = []
+        copy_up: builtins.list[dict] = []
         taken: set[str] = set()
 
-        def add_volume(name: str | None, destination: str, readonly: bool) -> None:
+        def add_volume(name: str | None, destination: str, readonly: bool, copy: bool = True) -> None:
             volume = self.volumes.create(name, anonymous=name is None)
             if name is None:
                 anonymous.append(volume["Name"])
             oci.append(ocispec.bind_mount(volume["Mountpoint"], destination, readonly))
+            if copy:
+                # As in Docker, an empty volume is filled with what the image has at its destination.
+                copy_up.append({"source": destination, "target": volume["Mountpoint"]})
             points.append({"Type": "volume", "Name": volume["Name"], "Source": volume["Mountpoint"],
                            "Destination": destination, "Driver": "local", "Mode": "" if not readonly else "ro",
                            "RW": not readonly, "Propagation": ""})
@@ -336,7 +355,7 @@ class ContainerService:
         for text in host_config.get("Binds") or []:
             bind = ocispec.parse_bind(text)
             if bind["volume"]:
-                add_volume(bind["source"], bind["destination"], bind["readonly"])
+                add_volume(bind["source"], bind["destination"], bind["readonly"], not bind["nocopy"])
             else:
                 # Like Docker's -v, a missing host directory is created.
                 Path(bind["source"]).mkdir(parents=True, exist_ok=True)
@@ -353,7 +372,8 @@ class ContainerService:
                     raise InvalidArgument(f'invalid mount config for type "bind": bind source path does not exist: {source}')
                 add_bind(source, target, readonly)
             elif kind == "volume":
-                add_volume(mount.get("Source") or None, target, readonly)
+                nocopy = bool((mount.get("VolumeOptions") or {}).get("NoCopy"))
+                add_volume(mount.get("Source") or None, target, readonly, not nocopy)
             elif kind == "tmpfs":
                 options = mount.get("TmpfsOptions") or {}
                 text = ",".join(
@@ -383,7 +403,7 @@ class ContainerService:
                 oci.append(ocispec.bind_mount(str(path), destination, readonly=bool(host_config.get("ReadonlyRootfs"))))
         # Parents first: a mount at /a/b must come after the one at /a.
         oci.sort(key=lambda entry: entry["destination"].rstrip("/").count("/"))
-        return oci, points, anonymous
+        return oci, points, anonymous, copy_up
 
     def _write_bundle(self, container_id: str, record: dict) -> None:
         """Write config.json and monitor.json into the container's bundle directory."""
@@ -413,6 +433,7 @@ class ContainerService:
             "restart": host_config["RestartPolicy"],
             "auto_remove": bool(host_config.get("AutoRemove")),
             "anonymous_volumes": record["AnonymousVolumes"],
+            "copy_up": record.get("CopyUp") or [],
         }
         (bundle / "config.json").write_text(json.dumps(spec, indent=1))
         (bundle / "monitor.json").write_text(json.dumps(launch))
@@ -420,14 +441,14 @@ class ContainerService:
     # -- the monitor --------------------------------------------------------------
 
     def _call(self, request: dict, timeout: float | None = REQUEST_TIMEOUT, start: bool = True) -> dict:
-        """Send a request to the monitor, starting it first if needed; retried once if the monitor just exited."""
-        for attempt in range(2):
+        """Send a request to the monitor, starting it first if needed; retried if the monitor was just exiting."""
+        for attempt in range(MONITOR_ATTEMPTS):
             if start:
                 monitor.ensure_running(self.root, self.run_root)
             try:
                 return monitor.call(self.monitor_dir, request, timeout)
-            except (ConnectionError, FileNotFoundError, ConnectionRefusedError) as error:
-                if attempt == 1 or not start:
+            except (ConnectionError, FileNotFoundError) as error:
+                if attempt == MONITOR_ATTEMPTS - 1 or not start:
                     raise ContainerError(f"the container monitor in {self.monitor_dir} failed: {error}") from error
                 log.debug("monitor request %s failed (%s); retrying", request.get("op"), error)
         raise AssertionError("unreachable")
@@ -648,6 +669,7 @@ class ContainerService:
         for status in filters.get("status", []):
             if status not in STATUSES:
                 raise InvalidArgument(f"invalid filter 'status={status}'")
+
         rows = self.state.containers()
         if limit is not None and limit > 0:
             rows = rows[:limit]
@@ -655,15 +677,31 @@ class ContainerService:
         if filters.get("status") or filters.get("exited"):
             all = True
         ancestors = self._ancestor_ids(filters.get("ancestor"))
+        before = self._created_of(filters.get("before"))
+        since = self._created_of(filters.get("since"))
+        if before is not None or since is not None:
+            all = True
+
         result = []
         for row in rows:
             if not all and row["status"] not in ACTIVE:
+                continue
+            if before is not None and row["created"] >= before:
+                continue
+            if since is not None and row["created"] <= since:
                 continue
             record = json.loads(row["config"])
             if not self._matches(row, record, filters, ancestors):
                 continue
             result.append(self._summary(row, record))
         return result
+
+    def _created_of(self, values: builtins.list[str] | None) -> str | None:
+        """Return the creation time of the container a ``before`` or ``since`` filter names."""
+        if not values:
+            return None
+        row = self.state.container(self.resolve(values[-1]))
+        return row["created"] if row is not None else None
 
     def _ancestor_ids(self, values: builtins.list[str] | None) -> set[str] | None:
         if not values:
@@ -813,16 +851,28 @@ class ContainerService:
         record = json.loads(row["config"])
         if not (rootfs.bundle_dir(self.run_root, container_id) / "monitor.json").exists():
             self._write_bundle(container_id, record)
-        monitor.ensure_running(self.root, self.run_root)
-        sock = monitor.connect(self.monitor_dir, timeout=None)
-        try:
-            request = {"op": "attach", "id": container_id, "stdin": stdin, "stdout": stdout, "stderr": stderr}
-            sock.sendall(json.dumps(request).encode() + b"\n")
-            line, rest = monitor.read_line(sock)
-            monitor.raise_for(json.loads(line))
-        except BaseException:
-            sock.close()
-            raise
+        request = {"op": "attach", "id": container_id, "stdin": stdin, "stdout": stdout, "stderr": stderr}
+        for attempt in range(MONITOR_ATTEMPTS):
+            monitor.ensure_running(self.root, self.run_root)
+            try:
+                sock = monitor.connect(self.monitor_dir, timeout=None)
+            except (FileNotFoundError, ConnectionRefusedError) as error:
+                if attempt == MONITOR_ATTEMPTS - 1:
+                    raise ContainerError(f"the container monitor in {self.monitor_dir} failed: {error}") from error
+                continue
+            try:
+                sock.sendall(json.dumps(request).encode() + b"\n")
+                line, rest = monitor.read_line(sock)
+                monitor.raise_for(json.loads(line))
+                break
+            except ConnectionError as error:
+                # The monitor was exiting when it accepted; a new one is started.
+                sock.close()
+                if attempt == MONITOR_ATTEMPTS - 1:
+                    raise ContainerError(f"the container monitor in {self.monitor_dir} failed: {error}") from error
+            except BaseException:
+                sock.close()
+                raise
         tty = bool(record["Config"].get("Tty"))
         replay = b""
         if logs:
@@ -842,6 +892,11 @@ class ContainerService:
             if time.monotonic() > deadline:
                 raise ContainerError(f"the container monitor (pid {pid}) did not exit within {timeout} s")
             time.sleep(0.02)
+
+
+def _pick(choices: Any) -> Any:
+    # os.urandom instead of the secrets module, whose import costs the CLI a few milliseconds.
+    return choices[int.from_bytes(os.urandom(4), "big") % len(choices)]
 
 
 def _frame(stream: int, data: bytes) -> bytes:

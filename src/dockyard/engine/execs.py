@@ -2,7 +2,7 @@
 
 ``create`` checks the container and stores an ``ExecConfig``; ``start`` runs
 it through the runtime (``runtime/exec.py``) and returns an ``ExecSession``
-that holds the process's stdio; ``inspect`` returns Docker's
+with the caller's ends of the process's stdio; ``inspect`` returns Docker's
 ``ExecInspectResponse``. The session has pipes, or the master side of a
 pseudo-terminal that was opened inside the container. The host's files and
 terminals are never handed to the process, because a process in the
@@ -215,7 +215,7 @@ class ExecService:
         return {key: value for key, value in record.items() if key not in ("Config", "Started")}
 
     def resize(self, session: ExecSession, height: int, width: int) -> None:
-        """Set the terminal size of a started exec with a TTY; the session holds the terminal."""
+        """Set the terminal size of a started exec with a TTY, whose master side only the session has."""
         if session.terminal is None:
             raise Conflict(f"exec {session.exec_id} has no TTY to resize")
         session.resize(height, width)
@@ -322,7 +322,8 @@ class ExecService:
             for sock in (console_ours, console_theirs):
                 if sock is not None:
                     sock.close()
-        return ExecSession(exec_id, execution.pid, self, **ours)
+        return ExecSession(exec_id, execution.pid, self, stdin=ours.get("stdin"), stdout=ours.get("stdout"),
+                           stderr=ours.get("stderr"), terminal=ours.get("terminal"))
 
     def _start_detached(self, exec_id: str, container_id: str, process: dict, user: str | None) -> int:
         """Start the exec under a waiter process that outlives this one; return the exec's PID.

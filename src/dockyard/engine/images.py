@@ -109,17 +109,92 @@ class ImageService:
 
         return Puller(self, progress or no_progress).pull(name, platform)
 
+    def pull_all_tags(self, name: str, platform: str | None = None,
+                      progress: Progress | None = None) -> builtins.list[PullResult]:
+        """Pull every tag that the registry lists for the repository ``name`` (``pull --all-tags``).
+
+        ``name`` must carry no tag or digest. The tags are pulled one after the
+        other, in the registry's order. The per-tag ``Status:`` lines are
+        replaced by one for the whole repository at the end, as Docker prints it.
+        """
+        from dockyard.engine.pull import Puller
+        from dockyard.image import reference as references
+
+        ref = _name_only(name, "pull")
+        client = self.registry_client()
+        try:
+            tags = client.list_tags(ref)
+        finally:
+            client.close()
+        if not tags:
+            raise ImageNotFound(f"{ref.familiar_repository()} (the registry lists no tags for this repository)")
+        forward = progress or no_progress
+
+        def without_status(event: dict) -> None:
+            if not str(event.get("status", "")).startswith("Status: "):
+                forward(event)
+
+        results = []
+        for tag in tags:
+            try:
+                tagged = ref.with_tag(tag)
+            except InvalidReference:
+                log.warning("skipping tag %r of %s: not a valid tag", tag, ref.repository)
+                continue
+            results.append(Puller(self, without_status).pull(str(tagged), platform))
+        shown = references.parse(ref.repository).familiar_repository()
+        if all(result.up_to_date for result in results):
+            forward({"status": f"Status: Image is up to date for {shown}"})
+        else:
+            forward({"status": f"Status: Downloaded newer image for {shown}"})
+        return results
+
     def push(self, name: str, progress: Progress | None = None) -> PushResult:
         """Push a local tag to its registry, skipping or mounting blobs the registry has."""
         from dockyard.engine.push import Pusher
 
         return Pusher(self, progress or no_progress).push(name)
 
+    def push_all_tags(self, name: str, progress: Progress | None = None) -> builtins.list[PushResult]:
+        """Push every local tag of the repository ``name`` (``push --all-tags``), in tag order.
+
+        ``name`` must carry no tag or digest. The ``The push refers to
+        repository`` line is sent once, not once per tag.
+        """
+        from dockyard.engine.push import Pusher
+        from dockyard.image import reference as references
+
+        ref = _name_only(name, "push")
+        tags = [tag for tag, _ in self.state.tags() if references.parse(tag).repository == ref.repository]
+        if not tags:
+            raise ImageNotFound(f"{ref.familiar_repository()} (no local image is tagged in this repository)")
+        forward = progress or no_progress
+        announced = False
+
+        def announce_once(event: dict) -> None:
+            nonlocal announced
+            if str(event.get("status", "")).startswith("The push refers to repository"):
+                if announced:
+                    return
+                announced = True
+            forward(event)
+
+        return [Pusher(self, announce_once).push(tag) for tag in tags]
+
     def login(self, server: str, user: str, password: str) -> str:
         """Check the credentials against the registry and store them; returns the registry's domain."""
         from dockyard import registry
 
         return registry.login(self.config, server, user, password)
+
+    def unencrypted_credentials_path(self, server: str) -> Path | None:
+        """Return the ``config.json`` that keeps ``server``'s password base64-encoded, or None when a credential helper keeps it."""
+        from dockyard.registry.credentials import Credentials
+
+        credentials = Credentials.load()
+        if credentials.helper_for(server) is not None:
+            return None
+        return credentials.path
 
     def logout(self, server: str) -> bool:
         """Erase the stored credentials for a registry; returns whether there were any."""
@@ -152,8 +227,12 @@ class ImageService:
         if found is not None:
             return found
         if references.looks_like_image_id(name):
-            return self._resolve_id(name, bare)
-        raise ImageNotFound(name)
+            try:
+                return self._resolve_id(name, bare)
+            except ImageNotFound:
+                pass
+        # Docker names the reference with its default tag filled in: "No such image: busybox:latest".
+        raise ImageNotFound(ref.familiar())
 
     def _lookup_reference(self, ref: "Reference") -> str | None:
         if ref.digest is not None:
@@ -439,6 +518,8 @@ class ImageService:
                 log.debug("deleted blob %s", digest)
             if deleted_blobs:
                 self.state.forget_blob_sources(deleted_blobs)
+            # Blob locks remove their own files; this removes those left by a process that crashed.
+            locks.remove_unused_blob_locks(self.root)
         return removed, freed
 
     def prune(self, all: bool = False) -> PruneResult:
@@ -525,6 +606,15 @@ class ImageService:
         from dockyard.engine.archives import load
 
         return load(self, fileobj, progress or no_progress)
+
+
+def _name_only(name: str, command: str) -> "Reference":
+    """Parse ``name`` for ``--all-tags``, which takes a repository without a tag or digest."""
+    from dockyard.image import reference as references
+
+    if not references.is_name_only(name):
+        raise InvalidArgument(f"{command} --all-tags takes a repository name without a tag or digest, not {name!r}")
+    return references.parse(name).without_tag_or_digest()
 
 
 def _hex(digest: str) -> str:

@@ -6,7 +6,7 @@ Each line of the log file is one JSON object::
 
 The writer splits output at newlines. A line longer than ``PARTIAL_SIZE``
 (16 KiB, as Docker's log copier does) is written as several entries, and
-every entry but the last has no trailing newline; output that ends without
+every entry but the last has no trailing newline. Output that ends without
 a newline is written as such an entry when the stream closes. The reader
 joins consecutive entries of one stream until one ends with a newline, so
 ``tail`` counts lines as the program wrote them.

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
+import functools
 import heapq
 import json
 import logging
@@ -74,7 +74,12 @@ TIOCSWINSZ = 0x5414
 
 def monitor_dir(root: Path, run_root: Path) -> Path:
     """Return the run-root directory of the monitor of ``root``; roots that share a run root get their own."""
-    key = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:16]
+    import zlib
+
+    # CRC-32 rather than hashlib, whose import (OpenSSL) costs every command a
+    # few milliseconds; the key only has to tell apart the roots on one machine.
+    text = str(Path(root).resolve()).encode()
+    key = f"{zlib.crc32(text):08x}{zlib.adler32(text):08x}"
     return Path(run_root) / "monitors" / key
 
 
@@ -244,7 +249,7 @@ class Client:
 
 
 class Supervised:
-    """One container the monitor knows: running, waiting for a restart, or only attached to."""
+    """One container in the monitor: running, waiting for a restart, or only attached to."""
 
     def __init__(self, container_id: str, spec: dict[str, Any]) -> None:
         self.id = container_id
@@ -430,7 +435,7 @@ class Monitor:
             sock.setblocking(False)
             client = Client(sock)
             self.clients.add(client)
-            self.watch(client.fileno(), lambda client=client: self.client_readable(client))
+            self.watch(client.fileno(), functools.partial(self.client_readable, client))
 
     def client_readable(self, client: Client) -> None:
         try:
@@ -520,80 +525,99 @@ class Monitor:
         self.flush(client)
 
     def dispatch(self, client: Client, request: dict[str, Any], rest: bytes) -> None:
-        op = request.get("op")
-        if op == "ping":
-            self.reply(client, {"ok": True, "pid": os.getpid()})
-            return
-        if op == "shutdown":
-            if any(container.running for container in self.containers.values()):
-                raise ContainerError("the monitor still supervises running containers; stop them first")
-            self.reply(client, {"ok": True})
-            self.done = True
-            return
-        container_id = request["id"]
-        if op == "start":
-            container = self.supervised(container_id)
-            if request.get("attach"):
-                self.attach(client, container, request["attach"], rest, reply=False)
-            if not container.running:
-                self.cancel(container.restart_timer)
-                container.restart_timer = None
-                container.stopping = False
-                self.start(container)
-            message = {"ok": True, "pid": container.pid}
-            if request.get("attach"):
-                self.send(client, json.dumps(message).encode() + b"\n")
-            else:
-                self.reply(client, message)
-        elif op == "attach":
-            self.attach(client, self.supervised(container_id), request, rest, reply=True)
-        elif op == "stop":
-            self.stop(client, container_id, int(request.get("signal", signal.SIGTERM)), request.get("timeout"))
-        elif op == "kill":
-            container = self.containers.get(container_id)
-            if container is None or not container.running:
-                raise ContainerError(f"Container {container_id} is not running")
-            if request.get("manual"):
-                container.stopping = True
-            self.signal(container, int(request["signal"]))
-            self.reply(client, {"ok": True})
-        elif op == "wait":
-            container = self.containers.get(container_id)
-            condition = request.get("condition", "next-exit")
-            recent = self.recent_exits.get(container_id)
-            if container is None and recent is not None and condition != "next-exit":
-                self.reply(client, {"ok": True, "running": False, "StatusCode": recent[0], "Error": None,
-                                    "removed": self.state.container(container_id) is None})
-                return
-            if container is None or (condition == "not-running" and not container.running
-                                     and container.restart_timer is None):
-                self.reply(client, {"ok": True, "running": False})
-                return
-            client.mode = "waiting"
-            client.condition = condition
-            client.container = container
-            container.waiters.append(client)
-        elif op == "resize":
-            container = self.containers.get(container_id)
-            if container is None or container.pty_fd is None:
-                raise ContainerError(f"container {container_id} has no terminal to resize")
-            size = struct.pack("HHHH", int(request["height"]), int(request["width"]), 0, 0)
-            fcntl.ioctl(container.pty_fd, TIOCSWINSZ, size)
-            self.reply(client, {"ok": True})
-        elif op == "adopt":
-            self.adopt(container_id, int(request["pid"]), int(request["start_time"]))
-            self.reply(client, {"ok": True})
-        elif op == "forget":
-            container = self.containers.get(container_id)
-            if container is not None:
-                if container.running:
-                    raise ContainerError(f"cannot forget container {container_id}: it is running")
-                self.cancel(container.restart_timer)
-                container.restart_timer = None
-                self.release(container, removed=True)
-            self.reply(client, {"ok": True})
-        else:
+        """Run one control request; each ``op`` has a method ``op_<name>``."""
+        op = str(request.get("op"))
+        handler = getattr(self, f"op_{op}", None)
+        if handler is None:
             raise ContainerError(f"unknown monitor request {op!r}")
+        handler(client, request, rest)
+
+    def op_ping(self, client: Client, request: dict[str, Any], rest: bytes) -> None:
+        self.reply(client, {"ok": True, "pid": os.getpid()})
+
+    def op_shutdown(self, client: Client, request: dict[str, Any], rest: bytes) -> None:
+        if any(container.running for container in self.containers.values()):
+            raise ContainerError("the monitor still supervises running containers; stop them first")
+        self.reply(client, {"ok": True})
+        self.done = True
+
+    def op_start(self, client: Client, request: dict[str, Any], rest: bytes) -> None:
+        container = self.supervised(request["id"])
+        attach = request.get("attach")
+        if attach:
+            self.attach(client, container, attach, rest, reply=False)
+        if not container.running:
+            self.cancel(container.restart_timer)
+            container.restart_timer = None
+            container.stopping = False
+            try:
+                self.start(container)
+            except BaseException:
+                # Keep no entry for a container that did not start, or the monitor never becomes idle.
+                self.maybe_forget(container)
+                raise
+        message = {"ok": True, "pid": container.pid}
+        if attach:
+            # The connection stays open as the attach stream.
+            self.send(client, json.dumps(message).encode() + b"\n")
+        else:
+            self.reply(client, message)
+
+    def op_attach(self, client: Client, request: dict[str, Any], rest: bytes) -> None:
+        self.attach(client, self.supervised(request["id"]), request, rest, reply=True)
+
+    def op_stop(self, client: Client, request: dict[str, Any], rest: bytes) -> None:
+        self.stop(client, request["id"], int(request.get("signal", signal.SIGTERM)), request.get("timeout"))
+
+    def op_kill(self, client: Client, request: dict[str, Any], rest: bytes) -> None:
+        container = self.containers.get(request["id"])
+        if container is None or not container.running:
+            raise ContainerError(f"Container {request['id']} is not running")
+        if request.get("manual"):
+            container.stopping = True
+        self.signal(container, int(request["signal"]))
+        self.reply(client, {"ok": True})
+
+    def op_wait(self, client: Client, request: dict[str, Any], rest: bytes) -> None:
+        container_id = request["id"]
+        container = self.containers.get(container_id)
+        condition = request.get("condition", "next-exit")
+        recent = self.recent_exits.get(container_id)
+        if container is None and recent is not None and condition != "next-exit":
+            removed = self.state.container(container_id) is None
+            self.reply(client, {"ok": True, "running": False, "StatusCode": recent[0], "Error": None, "removed": removed})
+            return
+        if container is None or (condition == "not-running" and not container.running
+                                 and container.restart_timer is None):
+            self.reply(client, {"ok": True, "running": False})
+            return
+        client.mode = "waiting"
+        client.condition = condition
+        client.container = container
+        container.waiters.append(client)
+
+    def op_resize(self, client: Client, request: dict[str, Any], rest: bytes) -> None:
+        container = self.containers.get(request["id"])
+        if container is None or container.pty_fd is None:
+            raise ContainerError(f"container {request['id']} has no terminal to resize")
+        size = struct.pack("HHHH", int(request["height"]), int(request["width"]), 0, 0)
+        fcntl.ioctl(container.pty_fd, TIOCSWINSZ, size)
+        self.reply(client, {"ok": True})
+
+    def op_adopt(self, client: Client, request: dict[str, Any], rest: bytes) -> None:
+        self.adopt(request["id"], int(request["pid"]), int(request["start_time"]))
+        self.reply(client, {"ok": True})
+
+    def op_forget(self, client: Client, request: dict[str, Any], rest: bytes) -> None:
+        """Drop a container the engine is removing: cancel a pending restart and release its waiters."""
+        container = self.containers.get(request["id"])
+        if container is not None:
+            if container.running:
+                raise ContainerError(f"cannot forget container {request['id']}: it is running")
+            self.cancel(container.restart_timer)
+            container.restart_timer = None
+            self.release(container, removed=True)
+        self.reply(client, {"ok": True})
 
     # -- containers -------------------------------------------------------------------
 
@@ -634,7 +658,12 @@ class Monitor:
         spec = self.load_spec(container.id)
         container.spec = spec
         bundle = rootfs.bundle_dir(self.run_root, container.id)
-        rootfs.mount(self.root, self.run_root, container.id, spec["lowers"])
+        target = rootfs.mount(self.root, self.run_root, container.id, spec["lowers"])
+        for entry in spec.get("copy_up") or []:
+            try:
+                rootfs.copy_up(target, entry["source"], Path(entry["target"]))
+            except OSError as error:
+                log.error("container %s: filling volume %s from the image failed: %s", container.id, entry["target"], error)
         if (self.state_root / container.id).exists():
             # Left from a run whose exit this monitor did not see.
             self.runtime_delete(container.id)
@@ -706,12 +735,12 @@ class Monitor:
             os.set_blocking(container.pty_fd, False)
             container.outputs = {container.pty_fd: STDOUT}
             container.stdin_fd = container.pty_fd if spec.get("open_stdin") else None
-            self.watch(container.pty_fd, lambda: self.output_readable(container, container.pty_fd))
+            self.watch(container.pty_fd, functools.partial(self.output_readable, container, container.pty_fd))
         else:
             container.outputs = {own_fds[0]: STDOUT, own_fds[1]: STDERR}
             for fd in own_fds[:2]:
                 os.set_blocking(fd, False)
-                self.watch(fd, lambda fd=fd: self.output_readable(container, fd))
+                self.watch(fd, functools.partial(self.output_readable, container, fd))
             container.stdin_fd = own_fds[2] if len(own_fds) > 2 else None
             if container.stdin_fd is not None:
                 os.set_blocking(container.stdin_fd, False)
@@ -746,6 +775,7 @@ class Monitor:
         if pidfd is None or process_start_time(pid) != start_time:
             if pidfd is not None:
                 os.close(pidfd)
+            self.maybe_forget(container)
             raise ContainerError(f"container {container_id}: its process {pid} is gone, nothing to adopt")
         container.pid = pid
         container.pidfd = pidfd
@@ -1031,7 +1061,7 @@ class Monitor:
         self.release(container, removed=True, reply=reply)
 
     def release(self, container: Supervised, removed: bool = False, reply: dict[str, Any] | None = None) -> None:
-        """Forget a container that is not running: close its log and answer its remaining waiters."""
+        """Forget a container that is not running: close its log and reply to its remaining waiters."""
         if container.writer is not None:
             container.writer.close()
             container.writer = None

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import signal as signals
 from typing import Any
 
 from dockyard.errors import InvalidArgument
-from dockyard.runtime import spec as runtime_spec
-from dockyard.runtime.capabilities import CAPABILITIES, DEFAULT_CAPABILITIES
+
+# The runtime's modules load ctypes, so they are imported inside the functions
+# that need them: this module is on the path of every container command.
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # Docker's defaults for --tmpfs mounts without options, and for /dev/shm.
 TMPFS_DEFAULT_OPTIONS = ["noexec", "nosuid", "nodev"]
@@ -68,8 +69,8 @@ def merge_config(body: dict[str, Any], image_config: dict[str, Any], container_i
     entrypoint = _string_list(body.get("Entrypoint"), "Entrypoint")
     cmd = _string_list(body.get("Cmd"), "Cmd")
     # Docker's rule: an Entrypoint in the body replaces the image's Entrypoint
-    # and Cmd together; an empty one (--entrypoint "") only clears the
-    # image's Entrypoint and keeps its Cmd unless the body gives one.
+    # and Cmd together. An empty one (--entrypoint "") clears only the image's
+    # Entrypoint, and the image's Cmd stays unless the body gives one.
     if not entrypoint:
         if not cmd:
             cmd = _string_list(image.get("Cmd"), "image Cmd")
@@ -84,7 +85,7 @@ def merge_config(body: dict[str, Any], image_config: dict[str, Any], container_i
 
     env = merge_env(image.get("Env") or [], body.get("Env") or [])
     if not any(entry.startswith("PATH=") for entry in env):
-        env.insert(0, f"PATH={runtime_spec.DEFAULT_PATH}")
+        env.insert(0, f"PATH={DEFAULT_PATH}")
 
     labels = dict(image.get("Labels") or {})
     labels.update(body.get("Labels") or {})
@@ -209,8 +210,8 @@ def _group_id(text: str, groups: list[list[str]]) -> int:
 def parse_bind(text: str) -> dict[str, Any]:
     """Parse a ``Binds`` entry ``source:destination[:options]``.
 
-    Returns ``{"source", "destination", "readonly", "volume"}``; ``volume`` is
-    True when the source is a volume name rather than a host path.
+    Returns ``{"source", "destination", "readonly", "volume", "nocopy"}``.
+    ``volume`` is True when the source is a volume name rather than a host path.
     """
     parts = text.split(":")
     if len(parts) < 2 or len(parts) > 3 or not parts[0] or not parts[1]:
@@ -220,10 +221,13 @@ def parse_bind(text: str) -> dict[str, Any]:
     if not destination.startswith("/"):
         raise InvalidArgument(f"invalid bind mount spec {text!r}: the destination {destination!r} is not an absolute path")
     readonly = False
+    nocopy = False
     for option in options:
         if option == "ro":
             readonly = True
-        elif option in ("rw", "z", "Z", "private", "rprivate", "nocopy", "consistent", "cached", "delegated", ""):
+        elif option == "nocopy":
+            nocopy = True
+        elif option in ("rw", "z", "Z", "private", "rprivate", "consistent", "cached", "delegated", ""):
             continue
         else:
             raise InvalidArgument(f"invalid bind mount spec {text!r}: unknown option {option!r}")
@@ -232,7 +236,7 @@ def parse_bind(text: str) -> dict[str, Any]:
         raise InvalidArgument(
             f"invalid bind mount spec {text!r}: {source!r} is neither an absolute host path nor a valid volume name"
         )
-    return {"source": source, "destination": destination, "readonly": readonly, "volume": is_volume}
+    return {"source": source, "destination": destination, "readonly": readonly, "volume": is_volume, "nocopy": nocopy}
 
 
 def bind_mount(source: str, destination: str, readonly: bool = False) -> dict[str, Any]:
@@ -246,14 +250,14 @@ def tmpfs_mount(destination: str, options: str = "") -> dict[str, Any]:
     """Return a tmpfs mount for a ``Tmpfs`` entry; its options are mount options such as ``size=64m,mode=1777``."""
     if not destination.startswith("/"):
         raise InvalidArgument(f"invalid tmpfs destination {destination!r}: not an absolute path")
-    given = [option for option in options.split(",") if option] if options else []
+    requested = [option for option in options.split(",") if option] if options else []
     flags = {"exec": "noexec", "suid": "nosuid", "dev": "nodev"}
     result = []
     for default in TMPFS_DEFAULT_OPTIONS:
         # An explicit "exec" (or suid, dev) cancels the matching default.
-        if not any(flags.get(option) == default for option in given):
+        if not any(flags.get(option) == default for option in requested):
             result.append(default)
-    result.extend(given)
+    result.extend(requested)
     return {"destination": destination, "type": "tmpfs", "source": "tmpfs", "options": result}
 
 
@@ -261,6 +265,8 @@ def tmpfs_mount(destination: str, options: str = "") -> dict[str, Any]:
 
 
 def _capability_name(text: str) -> str:
+    from dockyard.runtime.capabilities import CAPABILITIES
+
     name = text.strip().upper()
     if name == "ALL":
         return name
@@ -272,6 +278,8 @@ def _capability_name(text: str) -> str:
 
 def host_bounding_set() -> list[str]:
     """Return the capabilities in this process's bounding set: a container can get no others."""
+    from dockyard.runtime.capabilities import CAPABILITIES
+
     with open("/proc/self/status") as status:
         for line in status:
             if line.startswith("CapBnd:"):
@@ -282,6 +290,8 @@ def host_bounding_set() -> list[str]:
 
 def capabilities(cap_add: list[str] | None, cap_drop: list[str] | None, privileged: bool) -> list[str]:
     """Return the container's capability set: Docker's defaults, plus CapAdd, minus CapDrop (``ALL`` allowed)."""
+    from dockyard.runtime.capabilities import CAPABILITIES, DEFAULT_CAPABILITIES
+
     available = host_bounding_set()
     if privileged:
         return available
@@ -313,7 +323,7 @@ def seccomp_from_docker_profile(text: str, granted: list[str]) -> dict[str, Any]
         raise InvalidArgument(f"invalid seccomp profile: {error}") from None
     if not isinstance(profile, dict) or "defaultAction" not in profile:
         raise InvalidArgument("invalid seccomp profile: expected a JSON object with defaultAction")
-    machine = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64"}.get(platform.machine(), "")
+    machine = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64"}.get(os.uname().machine, "")
     architectures = list(profile.get("architectures") or [])
     for entry in profile.get("archMap") or []:
         if entry.get("architecture") == machine:
@@ -515,6 +525,8 @@ def generate(
     host_hostname: str = "",
 ) -> dict[str, Any]:
     """Return the OCI runtime spec for a container; ``mounts`` are added after the default ones, in order."""
+    from dockyard.runtime import spec as runtime_spec
+
     privileged = bool(host_config.get("Privileged"))
     security = security_options(host_config.get("SecurityOpt"))
     caps = capabilities(host_config.get("CapAdd"), host_config.get("CapDrop"), privileged)
@@ -561,8 +573,8 @@ def generate(
                 entry["options"].append(f"size={int(host_config['ShmSize']) // 1024}k")
     if host_network:
         linux["namespaces"] = [ns for ns in linux["namespaces"] if ns["type"] not in ("network", "uts")]
-        # Docker mounts sysfs read-write only with privileges; in the host's
-        # network namespace a new sysfs would need CAP_SYS_ADMIN there, so /sys is a bind of the host's.
+        # A new sysfs needs CAP_SYS_ADMIN in the network namespace it shows,
+        # which is the host's here, so /sys is a bind mount of the host's /sys.
         spec["mounts"] = [
             bind_mount("/sys", "/sys", readonly=not privileged) if entry["destination"] == "/sys" else entry
             for entry in spec["mounts"]

@@ -8,9 +8,12 @@ Order of work, and why:
    ``MAX_CONCURRENT_DOWNLOADS``. Each blob is verified against its digest when
    the ingest commits, and a per-digest file lock keeps two pulls from writing
    the same ingest file.
-3. Unpack layers in order in the calling thread, each as soon as it and every
-   layer below it are in, and check each layer's diff ID against the config's
-   ``rootfs.diff_ids`` before its snapshot is renamed into place.
+3. Unpack layers in order in the calling thread while they download: the
+   unpacker reads each layer's ingest file as the download writes it (see
+   ``_LayerFeed``), so download, decompression and unpacking overlap. A
+   snapshot is renamed into place only after its layer's diff ID matched the
+   config's ``rootfs.diff_ids`` and its blob's digest was verified; otherwise
+   the snapshot is discarded.
 4. Record the image, its manifest digest and its tag in one transaction.
 
 Nothing reaches the state database before step 4, so a failure leaves no image
@@ -22,10 +25,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, cast
 
 from dockyard.engine import locks
 from dockyard.engine.images import ImageService, Progress, PullResult, directory_size
@@ -166,11 +170,20 @@ class Puller:
                 for index in needed[MAX_CONCURRENT_DOWNLOADS:]:
                     self.emit("Waiting", short(layer_descriptors[index].digest))
                 futures: list[Future | None] = [None] * len(layer_descriptors)
+                feeds: list[_LayerFeed | None] = [None] * len(layer_descriptors)
                 for index in needed:
                     descriptor = layer_descriptors[index]
-                    futures[index] = pool.submit(self._download, client, ref, descriptor, short(descriptor.digest))
+                    feed = feeds[index] = _LayerFeed(descriptor.digest)
+                    futures[index] = pool.submit(
+                        self._download, client, ref, descriptor, short(descriptor.digest), feed
+                    )
 
-                records = self._unpack_all(layer_descriptors, diff_ids, chain_ids, futures)
+                try:
+                    records = self._unpack_all(layer_descriptors, diff_ids, chain_ids, futures, feeds)
+                finally:
+                    for feed in feeds:
+                        if feed is not None:
+                            feed.close()
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
@@ -206,25 +219,63 @@ class Puller:
                 f"{platform_text(requested)}"
             )
 
-    def _download(self, client: Any, ref: "Reference", descriptor: "Descriptor", layer_id: str | None) -> bytes | None:
-        """Fetch one blob into the content store unless it is there; returns the data of a config."""
+    def _download(
+        self,
+        client: Any,
+        ref: "Reference",
+        descriptor: "Descriptor",
+        layer_id: str | None,
+        feed: _LayerFeed | None = None,
+    ) -> bytes | None:
+        """Fetch one blob into the content store unless it is there; returns the data of a config.
+
+        ``feed``, given for a layer, gets the blob's bytes as they are written,
+        and its end only once the blob is committed, that is verified.
+        """
+        try:
+            data = self._download_blob(client, ref, descriptor, layer_id, feed)
+        except BaseException as error:
+            if feed is not None:
+                feed.finish(error)
+            raise
+        if feed is not None:
+            feed.finish()
+        return data
+
+    def _download_blob(
+        self,
+        client: Any,
+        ref: "Reference",
+        descriptor: "Descriptor",
+        layer_id: str | None,
+        feed: _LayerFeed | None,
+    ) -> bytes | None:
         digest = descriptor.digest
         with locks.blob_lock(self.service.root, digest):
             if not self.store.has(digest):
                 total = descriptor.size
 
-                def report(current: int) -> None:
-                    if layer_id is not None:
-                        self.emit("Downloading", layer_id, current=current, total=total)
-
                 with self.store.ingest(digest, descriptor.size) as ingest:
+
+                    def report(current: int) -> None:
+                        if feed is not None:
+                            feed.advance(current, ingest.restarts)
+                        if layer_id is not None:
+                            self.emit("Downloading", layer_id, current=current, total=total)
+
+                    if feed is not None:
+                        feed.attach(ingest.dup_fd(), ingest.offset)
                     if layer_id is not None:
                         self.emit("Downloading", layer_id, current=ingest.offset, total=total)
                     client.fetch_blob(ref, descriptor, ingest, progress=report)
                 if layer_id is not None:
                     self.emit("Verifying Checksum", layer_id)
-            elif layer_id is not None:
-                log.debug("blob %s is already in the content store", digest)
+            else:
+                if feed is not None:
+                    fd = os.open(self.store.path(digest), os.O_RDONLY | os.O_CLOEXEC)
+                    feed.attach(fd, os.fstat(fd).st_size)
+                if layer_id is not None:
+                    log.debug("blob %s is already in the content store", digest)
         if layer_id is not None:
             self.emit("Download complete", layer_id)
             return None
@@ -236,17 +287,18 @@ class Puller:
         diff_ids: list[str],
         chain_ids: list[str],
         futures: list[Future | None],
+        feeds: list[_LayerFeed | None],
     ) -> list[LayerRecord]:
         records = []
         parent: str | None = None
         for index, descriptor in enumerate(descriptors):
             chain_id = chain_ids[index]
             future = futures[index]
-            if future is None:
+            feed = feeds[index]
+            if future is None or feed is None:
                 size = self._existing_size(chain_id)
             else:
-                future.result()
-                size = self._unpack(descriptor, diff_ids[index], chain_id, parent)
+                size = self._unpack_streamed(descriptor, diff_ids[index], chain_id, parent, future, feed)
                 self.emit("Pull complete", short(descriptor.digest))
             records.append(LayerRecord(
                 chain_id=chain_id,
@@ -263,7 +315,36 @@ class Puller:
     def _existing_size(self, chain_id: str) -> int:
         return existing_layer_size(self.service, chain_id)
 
-    def _unpack(self, descriptor: "Descriptor", diff_id: str, chain_id: str, parent: str | None) -> int:
+    def _unpack_streamed(
+        self,
+        descriptor: "Descriptor",
+        diff_id: str,
+        chain_id: str,
+        parent: str | None,
+        future: Future,
+        feed: _LayerFeed,
+    ) -> int:
+        """Unpack a layer from its download as it arrives; from the content store if the download starts over."""
+        try:
+            size = unpack_layer(
+                self.service, descriptor, diff_id, chain_id, parent, self.emit,
+                open_blob=lambda: feed, verified=future.result,
+            )
+        except _FeedInterrupted:
+            # Raises the download's own error, if it failed.
+            future.result()
+        except Exception as error:
+            # Bytes that fail to unpack may be bytes that fail the digest check
+            # too, and the download's error then names the cause.
+            download_error = future.exception()
+            if download_error is not None and download_error is not error:
+                raise download_error from error
+            raise
+        else:
+            # Also when another pull made the snapshot first, so that this one's fill did not run.
+            future.result()
+            return size
+        log.debug("download of %s started over while unpacking it; unpacking it from the content store", descriptor.digest)
         return unpack_layer(self.service, descriptor, diff_id, chain_id, parent, self.emit)
 
 
@@ -283,11 +364,16 @@ def unpack_layer(
     chain_id: str,
     parent: str | None,
     emit: Any,
+    open_blob: Callable[[], Any] | None = None,
+    verified: Callable[[], Any] | None = None,
 ) -> int:
-    """Unpack a layer blob from the content store into the snapshot ``chain_id``; returns its unpacked size.
+    """Unpack a layer blob into the snapshot ``chain_id``; returns its unpacked size.
 
-    The diff ID is checked inside the snapshot's fill function, so a layer
-    whose content does not match the config never becomes a snapshot.
+    The blob comes from the content store, or from ``open_blob`` when it is
+    given. The diff ID is checked inside the snapshot's fill function, and
+    then ``verified`` is called, which must raise unless the blob passed its
+    digest check. So a layer whose content does not match the config or the
+    manifest never becomes a snapshot.
     """
     from dockyard.image import layer as layers_module
 
@@ -295,12 +381,18 @@ def unpack_layer(
     sizes: list[int] = []
 
     def fill(target: Path, lowers: list[Path]) -> None:
-        with service.store.open(descriptor.digest) as blob:
+        opened = open_blob() if open_blob is not None else service.store.open(descriptor.digest)
+        with opened as blob:
             counted = _CountingReader(blob, lambda n: emit("Extracting", layer_id, current=n, total=descriptor.size))
             stream = layers_module.decompressed(cast(BinaryIO, counted), descriptor.media_type)
-            result = layers_module.apply(stream, target, descriptor.digest, lowers)
+            try:
+                result = layers_module.apply(stream, target, descriptor.digest, lowers)
+            finally:
+                stream.close()
         if result.diff_id != diff_id:
             raise DigestMismatch(f"layer {descriptor.digest} (uncompressed)", diff_id, result.diff_id)
+        if verified is not None:
+            verified()
         sizes.append(result.size)
 
     emit("Extracting", layer_id, current=0, total=descriptor.size)
@@ -331,6 +423,102 @@ class _CountingReader:
         data = self.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+class _FeedInterrupted(Exception):
+    """The download under a ``_LayerFeed`` failed or started over, so its bytes cannot be read on."""
+
+
+class _LayerFeed:
+    """A layer blob as its download writes it, for unpacking while it downloads.
+
+    The download thread calls ``attach`` with a descriptor of the ingest file
+    (or of the blob, when it is already stored), ``advance`` after each chunk
+    and ``finish`` at the end. ``read`` waits until bytes past the reader's
+    position are on disk. It returns end of file only after ``finish`` without
+    an error, which the download calls after the content store committed the
+    blob, that is after its digest was verified. When the download fails, or
+    discards what it wrote to start over, ``read`` raises _FeedInterrupted.
+    """
+
+    def __init__(self, digest: str) -> None:
+        self.digest = digest
+        self._condition = threading.Condition()
+        self._fd = -1
+        self._written = 0
+        self._restarts = 0
+        self._position = 0
+        self._finished = False
+        self._error: BaseException | None = None
+        self._closed = False
+
+    def attach(self, fd: int, written: int) -> None:
+        with self._condition:
+            if self._closed or self._fd >= 0:
+                os.close(fd)
+                return
+            self._fd = fd
+            self._written = written
+            self._condition.notify_all()
+
+    def advance(self, written: int, restarts: int) -> None:
+        with self._condition:
+            if restarts != self._restarts:
+                self._restarts = restarts
+                if self._position:
+                    self._error = _FeedInterrupted(f"download of {self.digest} started over")
+            self._written = written
+            self._condition.notify_all()
+
+    def finish(self, error: BaseException | None = None) -> None:
+        with self._condition:
+            self._finished = True
+            if error is not None and self._error is None:
+                self._error = _FeedInterrupted(f"download of {self.digest} failed: {error}")
+            self._condition.notify_all()
+
+    def read(self, size: int = -1) -> bytes:
+        with self._condition:
+            while True:
+                if self._closed:
+                    raise ValueError(f"read from the closed download feed of {self.digest}")
+                if self._error is not None:
+                    raise self._error
+                if self._fd >= 0 and (self._position < self._written or self._finished):
+                    break
+                if self._finished:  # failed before it had a file to attach
+                    raise _FeedInterrupted(f"download of {self.digest} ended without data")
+                self._condition.wait()
+            available = self._written - self._position
+            if available <= 0:
+                return b""
+            count = available if size is None or size < 0 else min(size, available)
+            # Read under the lock, so that close cannot close the fd in between.
+            data = os.pread(self._fd, count, self._position)
+            if not data:
+                # The file became shorter than what was reported written: a reset raced this read.
+                self._error = _FeedInterrupted(f"download of {self.digest} started over")
+                raise self._error
+            self._position += len(data)
+            return data
+
+    def close(self) -> None:
+        with self._condition:
+            self._closed = True
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+            self._condition.notify_all()
+
+    def __enter__(self) -> _LayerFeed:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        # The feed stays open for the fallback decision; Puller closes it after the unpack.
+        pass
 
     def readable(self) -> bool:
         return True

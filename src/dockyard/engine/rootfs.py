@@ -11,7 +11,7 @@ Paths of container ``<id>``:
   monitor needs to start the container) and the console socket.
 
 The overlay is mounted in the host's mount namespace when the container
-starts and unmounted when it exits; the runtime then sees it as an ordinary
+starts and unmounted when it exits. To the runtime it is an ordinary
 directory. This module is imported by the monitor, so it stays small.
 """
 
@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import socket
 from pathlib import Path
 
 from dockyard.errors import RuntimeFailure
@@ -104,6 +102,34 @@ def unmount(run_root: Path, container_id: str) -> None:
         libc.umount2(str(target), libc.MNT_DETACH)
 
 
+def copy_up(rootfs_path: Path, source: str, target: Path) -> None:
+    """Fill an empty volume directory with the image's content at ``source``, keeping owners and modes.
+
+    Nothing is copied when the volume has content already, or when the path
+    is not a directory in the container's root.
+    """
+    target = Path(target)
+    if any(target.iterdir()):
+        return
+    from dockyard.runtime.mounts import resolve_in_root
+
+    origin = resolve_in_root(Path(rootfs_path), source)
+    if not origin.is_dir() or origin.is_symlink():
+        return
+    log.debug("copying %s of the image into the volume %s", source, target)
+    import shutil
+
+    shutil.copytree(origin, target, symlinks=True, dirs_exist_ok=True, copy_function=shutil.copy2)
+    for directory, names, files in os.walk(origin):
+        relative = os.path.relpath(directory, origin)
+        for name in [".", *names, *files]:
+            path = os.path.normpath(os.path.join(directory, name))
+            info = os.lstat(path)
+            os.lchown(os.path.normpath(os.path.join(target, relative, name)), info.st_uid, info.st_gid)
+    info = os.stat(origin)
+    os.chmod(target, info.st_mode & 0o7777)
+
+
 def write_etc_files(root: Path, container_id: str, hostname: str, host_network: bool) -> dict[str, Path]:
     """Write the container's /etc/hostname, /etc/hosts and /etc/resolv.conf; return their host paths."""
     directory = container_dir(root, container_id)
@@ -154,6 +180,8 @@ def _is_loopback_server(fields: list[str]) -> bool:
 
 
 def hostname() -> str:
+    import socket
+
     return socket.gethostname()
 
 
@@ -163,6 +191,8 @@ def remove_files(root: Path, run_root: Path, container_id: str) -> None:
     for directory in (bundle_dir(run_root, container_id), container_dir(root, container_id)):
         if directory.exists():
             log.debug("removing %s", directory)
+            import shutil
+
             shutil.rmtree(directory, onerror=_raise_remove_error)
 
 

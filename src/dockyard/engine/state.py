@@ -518,9 +518,9 @@ class State:
     def add_container(self, row: dict) -> None:
         """Insert a container row; raises Conflict with Docker's wording when the name is taken."""
         with self.transaction() as db:
-            taken = db.execute("SELECT id FROM containers WHERE name = ?", (row["name"],)).fetchone()
-            if taken is not None:
-                raise name_conflict(row["name"], taken[0])
+            holder = db.execute("SELECT id FROM containers WHERE name = ?", (row["name"],)).fetchone()
+            if holder is not None:
+                raise name_conflict(row["name"], holder[0])
             columns = ", ".join(row)
             marks = ", ".join("?" for _ in row)
             db.execute(f"INSERT INTO containers ({columns}) VALUES ({marks})", tuple(row.values()))
@@ -555,9 +555,9 @@ class State:
 
     def rename_container(self, container_id: str, name: str) -> None:
         with self.transaction() as db:
-            taken = db.execute("SELECT id FROM containers WHERE name = ?", (name,)).fetchone()
-            if taken is not None and taken[0] != container_id:
-                raise name_conflict(name, taken[0])
+            holder = db.execute("SELECT id FROM containers WHERE name = ?", (name,)).fetchone()
+            if holder is not None and holder[0] != container_id:
+                raise name_conflict(name, holder[0])
             db.execute("UPDATE containers SET name = ? WHERE id = ?", (name, container_id))
 
     def delete_container(self, container_id: str) -> None:

@@ -3,12 +3,13 @@
 A volume is a directory ``<root>/volumes/<name>/_data`` that containers
 bind-mount, with a row in the ``volumes`` table. Anonymous volumes (from an
 image's ``VOLUME`` or ``-v /path``) get a random 64-hex name and the label
-``com.docker.volume.anonymous``, as in Docker; ``rm -v`` and ``--rm`` remove
+``com.docker.volume.anonymous``, as in Docker. ``rm -v`` and ``--rm`` remove
 them with their container.
 """
 
 from __future__ import annotations
 
+import builtins
 import datetime
 import json
 import logging
@@ -94,7 +95,7 @@ class VolumeService:
             "Scope": "local",
         }
 
-    def list(self, filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
+    def list(self, filters: dict[str, builtins.list[str]] | None = None) -> builtins.list[dict[str, Any]]:
         """Return Volume objects; filters ``name``, ``label``, ``dangling``, ``driver``."""
         filters = filters or {}
         used = self.used_volumes()
@@ -106,9 +107,9 @@ class VolumeService:
             result.append(volume)
         return result
 
-    def used_volumes(self) -> dict[str, list[str]]:
+    def used_volumes(self) -> dict[str, builtins.list[str]]:
         """Return volume name to the IDs of the containers that mount it."""
-        used: dict[str, list[str]] = {}
+        used: dict[str, builtins.list[str]] = {}
         for row in self.state.containers():
             for name in volume_names(row):
                 used.setdefault(name, []).append(row["id"])
@@ -136,7 +137,7 @@ class VolumeService:
                 raise StoreError(f"removing volume {name} at {directory} failed: {error}") from error
         self.state.delete_volume(name)
 
-    def prune(self, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    def prune(self, filters: dict[str, builtins.list[str]] | None = None) -> dict[str, Any]:
         """Delete unused volumes: anonymous ones only, unless the filter ``all=true`` is given, as in Docker 23+."""
         filters = dict(filters or {})
         everything = filters.pop("all", ["false"])[-1] in ("1", "true")

@@ -40,10 +40,10 @@ def problem(text: str) -> str | None:
     expected_length = HEX_LENGTHS.get(algorithm)
     if expected_length is None:
         return f"unsupported digest algorithm {algorithm!r} (supported: {', '.join(HEX_LENGTHS)})"
-    if not set(encoded) <= _HEX_CHARS:
-        return f"the {algorithm} value must be lowercase hex"
     if len(encoded) != expected_length:
-        return f"a {algorithm} value has {expected_length} hex digits, not {len(encoded)}"
+        return f"a {algorithm} value must be {expected_length} lowercase hex digits, not {len(encoded)} characters"
+    if not set(encoded) <= _HEX_CHARS:
+        return f"a {algorithm} value must be {expected_length} lowercase hex digits, and {encoded!r} has other characters"
     return None
 
 

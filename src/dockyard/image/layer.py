@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO, TypeVar, cast
 
 from dockyard.errors import DockyardError, ImageError, StoreError, UnsafeLayer
+from dockyard.image.tarreader import TarReader
 
 log = logging.getLogger(__name__)
 
@@ -788,7 +789,7 @@ class _Unpacker:
 
     # Members --------------------------------------------------------------
 
-    def apply_member(self, archive: tarfile.TarFile, info: tarfile.TarInfo) -> None:
+    def apply_member(self, archive: TarReader, info: tarfile.TarInfo) -> None:
         self.member = info.name
         comps = self.clean(info.name)
         if not comps:
@@ -861,20 +862,13 @@ class _Unpacker:
         self.set_inode_metadata(fd, uid, gid, stat.S_IMODE(info.mode), xattrs)
         self.dir_times[comps] = int(info.mtime * 1_000_000_000)
 
-    def write_file(self, parent_fd: int, name: str, archive: tarfile.TarFile, info: tarfile.TarInfo) -> None:
+    def write_file(self, parent_fd: int, name: str, archive: TarReader, info: tarfile.TarInfo) -> None:
         uid, gid = self.ids(info)
         xattrs = self.xattrs(info)
         mtime_ns = int(info.mtime * 1_000_000_000)
-        source = archive.extractfile(info)
-        assert source is not None
         fd = self.replace(parent_fd, name, lambda: os.open(name, _CREATE_FLAGS, 0o600, dir_fd=parent_fd))
         try:
-            remaining = info.size
-            while remaining > 0:
-                chunk = source.read(min(remaining, _CHUNK))
-                if not chunk:
-                    raise tarfile.ReadError(f"unexpected end of data in {info.name!r}")
-                remaining -= len(chunk)
+            while chunk := archive.read_data(_CHUNK):
                 view = memoryview(chunk)
                 while view:
                     view = view[os.write(fd, view) :]
@@ -1044,16 +1038,11 @@ def apply(tar_stream: BinaryIO, target: Path, layer: str, lowers: Sequence[Path]
     try:
         if os.listdir(root_fd):
             raise StoreError(f"snapshot directory {target} for layer {layer} is not empty")
-        try:
-            archive = tarfile.open(fileobj=reader, mode="r|")  # type: ignore[call-overload]
-        except tarfile.ReadError:
-            if reader.count:
-                raise
-            archive = None  # an empty stream is read as an empty layer
-        if archive is not None:
-            for info in archive:
-                unpacker.apply_member(archive, info)
-                unpacker.close_retired()
+        # An empty stream is read as an empty layer.
+        archive = TarReader(reader)
+        for info in archive:
+            unpacker.apply_member(archive, info)
+            unpacker.close_retired()
         reader.drain()
         unpacker.set_dir_times()
     except BaseException as e:

@@ -149,6 +149,12 @@ def parse_repository(text: str) -> Reference:
     return reference
 
 
+def is_name_only(text: str) -> bool:
+    """Tell whether ``text`` names a repository with neither a tag nor a digest. Raises InvalidReference."""
+    reference = _parse(text)
+    return reference.tag is None and reference.digest is None
+
+
 def looks_like_image_id(text: str) -> bool:
     """Tell whether ``text`` has the form of a full or short image ID, with or without ``sha256:``.
 

@@ -155,6 +155,8 @@ class Ingest:
         self.expected = expected
         self.size = size
         self.offset = 0
+        # How often ``reset`` discarded the bytes on disk; a reader that follows the file must start over then.
+        self.restarts = 0
         self._store = store
         self._hasher = hashlib.sha256()
         self._committed = False
@@ -276,6 +278,17 @@ class Ingest:
             self._fail(e)
         self._hasher = hashlib.sha256()
         self.offset = 0
+        self.restarts += 1
+
+    def dup_fd(self) -> int:
+        """Return a new descriptor of the file being written, which stays open after ``commit`` renames it.
+
+        It shares the writer's file offset, so read it with ``os.pread``. The
+        caller closes it. Pulls use it to unpack a layer while it downloads.
+        """
+        if self._fd < 0:
+            raise StoreError(f"ingest of blob {self.expected} is already closed")
+        return os.dup(self._fd)
 
     def commit(self) -> str:
         """Check the digest and size, fsync and rename the blob into place; return its digest."""

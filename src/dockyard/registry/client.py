@@ -140,6 +140,42 @@ class RegistryClient:
 
         return self._try_pull_endpoints(ref.domain, f"manifest {ref}", fetch)
 
+    def list_tags(self, repository: Reference) -> list[str]:
+        """Return the tags the registry lists for ``repository`` (``GET /v2/NAME/tags/list``), in its order.
+
+        Follows the ``Link: <…>; rel="next"`` header through every page. Pulls try the
+        mirrors first, as for manifests. Raises ManifestUnknown when the repository
+        does not exist.
+        """
+        import json
+
+        path = f"/v2/{repository.path}/tags/list"
+
+        def fetch(endpoint: Endpoint) -> list[str]:
+            tags: list[str] = []
+            target: str | None = path
+            visited: set[str] = set()
+            while target is not None and target not in visited:
+                visited.add(target)
+                response = self._send(endpoint, "GET", target, auth.pull_scopes(repository.path), repository.repository)
+                if response.status == 404:
+                    detail = auth.error_detail(release(response)) or "not found"
+                    raise ManifestUnknown(f"repository {repository.repository} not found on {endpoint}: {detail}")
+                self._check_status(response, endpoint, "GET", target, repository.repository, (200,))
+                next_link = _next_link(response.headers.get("Link"))
+                body = release(response, limit=MAX_MANIFEST_SIZE)
+                try:
+                    page = json.loads(body).get("tags") or []
+                except (ValueError, AttributeError) as error:
+                    raise RegistryError(
+                        f"tag list of {repository.repository} from {endpoint} is not a JSON object: {error}"
+                    ) from error
+                tags += [tag for tag in page if isinstance(tag, str)]
+                target = resolve_location(endpoint.url + path, next_link) if next_link else None
+            return tags
+
+        return self._try_pull_endpoints(repository.domain, f"tag list of {repository.repository}", fetch)
+
     def fetch_blob(
         self,
         repository: Reference,
@@ -294,20 +330,26 @@ class RegistryClient:
         """
         endpoints = pull_endpoints(self.config, domain)
         candidates = [e for e in endpoints[:-1] if e.url not in self._down] + endpoints[-1:]
+        # What each endpoint that failed before the last one returned, for the final error.
+        earlier_failures: list[str] = []
         for index, endpoint in enumerate(candidates):
             last = index == len(candidates) - 1
             try:
                 return operation(endpoint)
-            except DigestMismatch:
+            except DigestMismatch as error:
                 if last or resumable:
+                    _add_earlier_failures(error, earlier_failures)
                     raise
                 log.warning("%s from %s failed its digest check; trying %s", what, endpoint, candidates[index + 1])
+                earlier_failures.append(f"{endpoint}: {error}")
             except RegistryError as error:
                 if last:
+                    _add_earlier_failures(error, earlier_failures)
                     raise
                 if isinstance(error, RegistryUnreachable):
                     self._down.add(endpoint.url)
                 log.warning("%s: %s failed (%s); trying %s", what, endpoint, error, candidates[index + 1])
+                earlier_failures.append(str(error))
         raise AssertionError("unreachable: the last endpoint returns or raises")
 
     def _try_push_endpoints(self, domain: str, operation: Callable[[Endpoint], T]) -> T:
@@ -715,6 +757,25 @@ def _declared_media_type(data: bytes) -> str | None:
         return None
     value = document.get("mediaType") if isinstance(document, dict) else None
     return value if isinstance(value, str) else None
+
+
+def _add_earlier_failures(error: Exception, failures: list[str]) -> None:
+    """Append what the mirrors tried before the final endpoint returned to ``error``'s message."""
+    if failures:
+        error.args = (f"{error} (mirrors tried first: {'; '.join(failures)})", *error.args[1:])
+
+
+def _next_link(value: str | None) -> str | None:
+    """Return the target of a ``Link: <URL>; rel="next"`` header (RFC 8288), or None."""
+    if not value:
+        return None
+    for link in value.split(","):
+        target, _, parameters = link.partition(";")
+        target = target.strip()
+        relations = [part.strip() for part in parameters.split(";")]
+        if target.startswith("<") and target.endswith(">") and ('rel="next"' in relations or "rel=next" in relations):
+            return target[1:-1]
+    return None
 
 
 def _content_range_start(value: str | None) -> int | None:

@@ -17,8 +17,8 @@ Python binary through it in that window. This defends against the attack of
 CVE-2019-5736 on runc.
 
 Set-up failures reach the caller over a pipe as JSON lines and are raised as
-``ExecFailed``. The pipe is close-on-exec, so its end of file tells the caller
-that the program was exec'd. A program that is missing or not executable
+``ExecFailed``. The pipe is close-on-exec, so its end of file means that the
+program was exec'd. A program that is missing or not executable
 fails with 127 or 126, as a shell does.
 """
 
@@ -58,9 +58,9 @@ EXIT_NOT_EXECUTABLE = 126
 SETUP_TIMEOUT = 60.0
 
 # /proc/PID/ns file names and the runtime-spec namespace types, in joining
-# order: the user namespace first, so that the others are joined with the
-# capabilities it grants; the mount namespace last, because after it the
-# host's /proc is out of reach (the descriptors are opened before any join).
+# order. The user namespace comes first, so that the others are joined with
+# the capabilities it grants. The mount namespace comes last, because after
+# it the host's /proc is out of reach.
 NAMESPACE_FILES = (
     ("user", "user"),
     ("cgroup", "cgroup"),
@@ -201,7 +201,7 @@ def spawn(
     config = spec.load(Path(container.bundle))
     seccomp_config = (config.get("linux") or {}).get("seccomp")
     if seccomp_config:
-        # libseccomp is loaded from the host's filesystem, which the exec'd process no longer sees.
+        # libseccomp is loaded from the host's filesystem, which the exec'd process cannot reach.
         seccomp.library()
     cgroup = Cgroup.from_state(container.cgroup) if container.cgroup else None
 
