@@ -120,8 +120,9 @@ class Dockerd:
         raise RuntimeError(f"dockerd did not start; its log:\n{self.log_path.read_text(errors='replace')[-3000:]}")
 
     def command(self, *arguments: str) -> list[str]:
-        # Flags rather than DOCKER_HOST, because podman also reads DOCKER_HOST and
-        # the benchmark runs every engine's commands in one environment.
+        # Flags rather than DOCKER_HOST and DOCKER_CONFIG: the benchmark runs every
+        # engine's commands in one environment, and podman 4.3 reads DOCKER_CONFIG
+        # for credentials and fails when that directory has no config.json.
         return [str(DOCKER_CLIENT), "--host", f"unix://{self.socket}", "--config", str(self.client_config), *arguments]
 
     def docker(self, *arguments: str) -> subprocess.CompletedProcess:
@@ -136,7 +137,7 @@ class Dockerd:
             self.docker("rm", "--force", *identifiers)
 
     def stop(self) -> None:
-        """Stop dockerd by its PID; it stops its containerd and their shims with it."""
+        """Stop dockerd by its PID and wait for it; dockerd stops the containerd it started."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -176,11 +177,11 @@ def host_bridge(name: str, address: str) -> Iterator[str]:
 class Podman:
     """podman with crun and every path of its own under ``workdir``.
 
-    The private containers.conf sets the default ulimits within this
-    machine's hard limits (podman's defaults ask for more than the hard
-    ``RLIMIT_NOFILE`` and fail with EPERM without CAP_SYS_RESOURCE), the
-    cgroupfs manager and the file events backend (there is no systemd and no
-    journald).
+    The private containers.conf keeps the default ulimits within the hard
+    limits, because podman's defaults ask for more than the hard
+    ``RLIMIT_NOFILE`` and raising it fails with EPERM without
+    CAP_SYS_RESOURCE. It also sets the cgroupfs manager and the file events
+    backend, for hosts without systemd and journald.
     """
 
     def __init__(self, workdir: Path) -> None:
@@ -349,19 +350,20 @@ def _release_hugetlb(mount_point: Path, timeout: float) -> None:
         time.sleep(1.0)
     # The staged tree: the hugetlb mount, the bind mounts below it, and the tmpfs itself.
     run(["umount", "--recursive", str(CGROUP_ROOT)])
-    for _ in range(20):
-        time.sleep(0.25)
-        if _hierarchy_id("hugetlb") == 0:
-            return
+    deadline = time.monotonic() + timeout
+    while _hierarchy_id("hugetlb") != 0:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"hugetlb did not return to cgroup2 within {timeout} s of unmounting its v1 "
+                               "hierarchy: mount it (-t cgroup -o hugetlb) and unmount it again later")
+        time.sleep(2.0)
         # The hierarchy outlived the unmount because a removed cgroup was still
-        # being freed: mounting it again reattaches it, and an unmount without
-        # children then frees it.
+        # being freed. Mounting it again reattaches it, and an unmount without
+        # children then frees it. The mount is in this process's private mount
+        # namespace, so nothing else on the host sees it.
         with tempfile.TemporaryDirectory(prefix="hugetlb-") as directory:
             run(["mount", "-t", "cgroup", "-o", "hugetlb", "cgroup", directory])
             _remove_empty_cgroups(Path(directory))
-            time.sleep(0.25)
             run(["umount", directory])
-    raise RuntimeError("hugetlb did not return to cgroup2 after its v1 hierarchy was unmounted")
 
 
 @contextlib.contextmanager

@@ -178,8 +178,8 @@ def docker_engine(dockerd: peers.Dockerd, name: str) -> Engine:
 
 
 def crun_engine(bundle: Path, state: Path) -> Engine:
-    # The same command in both columns: crun's bundle sets up no network beyond
-    # a new network namespace with loopback.
+    # The bundle's config gives a new network namespace with only loopback, so
+    # the floor is timed once, as "none"; "default" is there for completeness.
     command = ["crun", "--root", str(state), "run", "--bundle", str(bundle), "bench-floor"]
     return Engine(key="crun", label="floor: crun run", environment={},
                   run_commands={"none": command, "default": command})
@@ -276,7 +276,7 @@ def time_cold_starts(engine: Engine, runs: int) -> Timing:
 
 
 def default_interfaces(engine: Engine) -> str:
-    """Return the network interfaces a container sees in the engine's default network mode."""
+    """Return the names of the network interfaces inside a container on the engine's default network."""
     command = [*engine.run_commands["default"][:-1], "ip", "-o", "link"]
     result = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL,
                             env=dict(os.environ, **engine.environment))

@@ -324,6 +324,9 @@ def test_inspect_finds_containers_then_images(containers, test_images):
     assert found["Name"] == "/looked-at"
     assert containers.run("inspect", "-f", "{{.State.Status}}", "looked-at").stdout == "created\n"
     assert containers.run("container", "inspect", "-f", "{{.Name}}", container_id[:12]).stdout == "/looked-at\n"
+    sized = containers.run("inspect", "-s", "-f", "{{.SizeRw}} {{.SizeRootFs}}", "looked-at").stdout.split()
+    assert sized[0] == "0"
+    assert int(sized[1]) > 0
     [image] = json.loads(containers.run("inspect", test_images.busybox).stdout)
     assert image["Id"] == test_images.built["busybox"].config_digest
     missing = containers.run("inspect", "--type", "image", "looked-at", check=False)
@@ -515,3 +518,49 @@ def test_cidfile_written_once(containers, test_images, tmp_path):
     assert again.returncode == 125
     assert "container ID file found" in again.stderr
     assert containers.run("ps", "-a", "-q", "--no-trunc").stdout == container_id + "\n"
+
+
+def test_detach_keys_leave_container_running(containers, test_images):
+    import pty
+
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [str(DOCKYARD), "run", "-it", "--name", "detachable", test_images.busybox, "sh"],
+        env=containers.env(), stdin=follower, stdout=follower, stderr=follower,
+    )
+    os.close(follower)
+    try:
+        assert b"# " in read_until(leader, b"# ")
+        os.write(leader, b"\x10\x11")
+        process.wait(timeout=30)
+    finally:
+        os.close(leader)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0
+    assert status_of(containers, "detachable").startswith("Up ")
+    assert containers.run("rm", "-f", "detachable").stdout == "detachable\n"
+
+
+def test_seccomp_profile_file_is_sent(containers, test_images, tmp_path):
+    profile = tmp_path / "deny-mkdir.json"
+    profile.write_text(json.dumps({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}],
+    }, indent=2))
+    result = containers.run("run", "--rm", "--security-opt", f"seccomp={profile}", test_images.busybox,
+                            "sh", "-c", "mkdir /tmp/blocked || echo denied", check=False)
+    assert result.returncode == 0
+    assert result.stdout == "denied\n"
+    allowed = containers.run("run", "--rm", "--security-opt", "seccomp=unconfined", test_images.busybox,
+                             "sh", "-c", "mkdir /tmp/made && echo made")
+    assert allowed.stdout == "made\n"
+
+
+def test_restart_policy_on_failure(containers, test_images):
+    containers.run("run", "-d", "--name", "flaky", "--restart", "on-failure:2", test_images.busybox,
+                   "sh", "-c", "echo attempt; exit 1")
+    assert wait_for(lambda: containers.run("logs", "flaky").stdout == "attempt\n" * 3, timeout=30)
+    assert wait_for(lambda: status_of(containers, "flaky").startswith("Exited (1)"), timeout=30)
+    assert containers.run("inspect", "-f", "{{.RestartCount}}", "flaky").stdout == "2\n"

@@ -212,3 +212,66 @@ def test_stats_no_stream_shows_memory_limit(busybox_dockyard, test_images):
     assert formatted[0] == container_id
     assert formatted[3] == "64MiB"
     assert formatted[4] == "1"
+
+
+def test_diff_and_commit_opaque_directory(busybox_dockyard, test_images):
+    container_id = start_busybox(busybox_dockyard, test_images.busybox)
+    before = busybox_dockyard.run("exec", container_id, "ls", "/usr/sbin").stdout.split()
+    assert before
+    busybox_dockyard.run("exec", container_id, "sh", "-c", "rm -rf /usr/sbin && mkdir /usr/sbin && echo x > /usr/sbin/only")
+    lines = busybox_dockyard.run("diff", container_id).stdout.splitlines()
+    assert "C /usr/sbin" in lines
+    assert "A /usr/sbin/only" in lines
+    for name in before:
+        assert f"D /usr/sbin/{name}" in lines
+    busybox_dockyard.run("commit", container_id, "opaque")
+    after = busybox_dockyard.run("run", "--rm", "opaque", "ls", "/usr/sbin").stdout.split()
+    assert after == ["only"]
+
+
+def test_cp_tar_cannot_escape_container(busybox_dockyard, test_images):
+    container_id = start_busybox(busybox_dockyard, test_images.busybox)
+    through_link = io.BytesIO()
+    with tarfile.open(fileobj=through_link, mode="w") as archive:
+        link = tarfile.TarInfo("root-link")
+        link.type = tarfile.SYMTYPE
+        link.linkname = "/"
+        archive.addfile(link)
+        data = b"escaped?\n"
+        info = tarfile.TarInfo("root-link/tmp/through-link.txt")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    busybox_dockyard.run("cp", "-", f"{container_id}:/tmp", input=through_link.getvalue())
+    # The symlink resolved inside the container: the file is in the container's /tmp, not the host's.
+    assert not os.path.exists("/tmp/through-link.txt")
+    assert busybox_dockyard.run("exec", container_id, "cat", "/tmp/through-link.txt").stdout == "escaped?\n"
+
+    dot_dot = io.BytesIO()
+    with tarfile.open(fileobj=dot_dot, mode="w") as archive:
+        info = tarfile.TarInfo("../../../../tmp/dot-dot.txt")
+        info.size = 0
+        archive.addfile(info, io.BytesIO(b""))
+    result = busybox_dockyard.run("cp", "-", f"{container_id}:/tmp", input=dot_dot.getvalue(), check=False)
+    assert result.returncode == 1
+    assert b"contains '..'" in result.stderr
+    assert not os.path.exists("/tmp/dot-dot.txt")
+
+
+def test_cp_directory_out_of_container(busybox_dockyard, test_images, tmp_path):
+    container_id = start_busybox(busybox_dockyard, test_images.busybox)
+    busybox_dockyard.run("exec", container_id, "sh", "-c",
+                         "mkdir -p /data/sub && echo a > /data/a && echo b > /data/sub/b && ln /data/a /data/hard")
+    busybox_dockyard.run("cp", f"{container_id}:/data", str(tmp_path / "copy"))
+    assert (tmp_path / "copy" / "a").read_text() == "a\n"
+    assert (tmp_path / "copy" / "sub" / "b").read_text() == "b\n"
+    assert os.stat(tmp_path / "copy" / "hard").st_ino == os.stat(tmp_path / "copy" / "a").st_ino
+    (tmp_path / "existing").mkdir()
+    busybox_dockyard.run("cp", f"{container_id}:/data", str(tmp_path / "existing"))
+    assert (tmp_path / "existing" / "data" / "sub" / "b").read_text() == "b\n"
+
+
+def test_stats_all_running_containers(busybox_dockyard, test_images):
+    first = start_busybox(busybox_dockyard, test_images.busybox)
+    second = start_busybox(busybox_dockyard, test_images.busybox)
+    ids = busybox_dockyard.run("stats", "--no-stream", "--format", "{{.ID}}").stdout.split()
+    assert sorted(ids) == sorted([first[:12], second[:12]])

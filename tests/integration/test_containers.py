@@ -125,6 +125,7 @@ def test_stop_kills_term_ignoring_process_after_timeout(containers, test_images:
     assert 1.8 <= elapsed < 5
     assert state["Status"] == "exited"
     assert state["ExitCode"] == 137
+    assert container_id not in mounts_text()
     assert containers.list(filters={"id": [container_id]}) == []
     assert containers.list(all=True, filters={"exited": ["137"], "id": [container_id]})[0]["Status"].startswith(
         "Exited (137)"
@@ -275,6 +276,16 @@ def test_wait_conditions(containers, test_images: ImageSet):
     containers.start(container_id)
     assert containers.wait(container_id, "next-exit") == {"StatusCode": 4, "Error": None}
     assert containers.wait(container_id, "not-running") == {"StatusCode": 4, "Error": None}
+
+
+def test_sizes_of_writable_layer(engine, containers, test_images: ImageSet):
+    container_id, _, _ = run(containers, test_images.busybox, "sh", "-c", "head -c 5000 /dev/zero > /file")
+    [summary] = containers.list(all=True, filters={"id": [container_id]}, size=True)
+    image_size = engine.state.image(summary["ImageID"]).size
+    assert summary["SizeRw"] == 5000
+    assert summary["SizeRootFs"] == 5000 + image_size
+    assert containers.inspect(container_id, size=True)["SizeRw"] == 5000
+    assert "SizeRw" not in containers.inspect(container_id)
 
 
 def test_prune_removes_stopped_containers(containers, test_images: ImageSet):
@@ -566,6 +577,27 @@ def test_always_restarts_until_stopped(containers, test_images: ImageSet):
     time.sleep(1)
     assert containers.inspect(container_id)["RestartCount"] == count
     assert containers.inspect(container_id)["State"]["Status"] == "exited"
+
+
+def test_restart_backoff_doubles(containers, test_images: ImageSet):
+    container_id = containers.create(body(test_images.busybox, "true", HostConfig={"RestartPolicy": {"Name": "always"}}))
+    containers.start(container_id)
+    time.sleep(2)
+    count = containers.inspect(container_id)["RestartCount"]
+    containers.stop(container_id, timeout=1)
+    # Delays of 0.1, 0.2, 0.4 and 0.8 s add up to 1.5 s: about four restarts
+    # in two seconds, where restarting without a delay would make dozens.
+    assert 2 <= count <= 6
+
+
+def test_oom_kill_is_reported(containers, test_images: ImageSet):
+    script = "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived"
+    container_id, code, output = run(containers, test_images.busybox, "sh", "-c", script,
+                                     HostConfig={"Memory": 16 * 1024 * 1024, "MemorySwap": 16 * 1024 * 1024})
+    state = containers.inspect(container_id)["State"]
+    assert output == ""
+    assert state["OOMKilled"] is True
+    assert code == 137
 
 
 def test_auto_remove_after_exit(engine, containers, test_images: ImageSet):

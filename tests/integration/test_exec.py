@@ -427,3 +427,53 @@ def test_exec_service_unknown_id(busybox_dockyard):
     with pytest.raises(ExecNotFound, match="No such exec instance: 00ff"):
         ExecService(engine).inspect("00ff")
     engine.close()
+
+
+def test_exec_service_tty_size_and_resize(subreaper, busybox_dockyard, test_images):
+    import errno
+
+    from dockyard.engine.execs import ExecService
+
+    container_id = start_busybox(busybox_dockyard, test_images.busybox)
+    engine = engine_for(busybox_dockyard)
+    service = ExecService(engine)
+    exec_id = service.create(container_id, {
+        "AttachStdin": True, "Tty": True, "Cmd": ["sh", "-c", "stty size; read x; stty size; tty"],
+    })
+    session = service.start(exec_id, console_size=(30, 100))
+    assert session is not None
+    assert session.terminal is not None
+    output = b""
+    try:
+        deadline = time.monotonic() + 20
+        resized = False
+        while time.monotonic() < deadline:
+            if not select.select([session.terminal], [], [], 1)[0]:
+                continue
+            try:
+                chunk = os.read(session.terminal, 4096)
+            except OSError as error:
+                assert error.errno == errno.EIO
+                break
+            output += chunk
+            if not resized and b"30 100" in output:
+                service.resize(session, 40, 120)
+                os.write(session.terminal, b"go\n")
+                resized = True
+    finally:
+        session.close()
+    assert session.wait() == 0
+    lines = output.decode().replace("\r", "").split("\n")
+    assert "30 100" in lines
+    assert "40 120" in lines
+    assert any(line.startswith("/dev/pts/") for line in lines)
+    engine.close()
+
+
+def test_exec_defaults_to_container_user(busybox_dockyard, test_images):
+    container_id = start_busybox(busybox_dockyard, test_images.busybox, "-u", "nobody")
+    assert busybox_dockyard.run("exec", container_id, "id", "-u").stdout == "65534\n"
+    assert busybox_dockyard.run("exec", "-u", "0", container_id, "id", "-u").stdout == "0\n"
+    result = busybox_dockyard.run("exec", "-u", "nosuchuser", container_id, "true", check=False)
+    assert result.returncode == 126
+    assert "unable to find user nosuchuser" in result.stderr

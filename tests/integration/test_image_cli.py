@@ -83,6 +83,40 @@ def test_images_filters(dockyard, test_images: ImageSet):
     assert "nonsense" in bad.stderr
 
 
+def test_images_pulled_by_digest_shows_repository(dockyard, test_images: ImageSet):
+    built = test_images.built["busybox"]
+    repository = repository_of(test_images.busybox)
+    dockyard.run("pull", f"{repository}@{built.digest}")
+    columns = re.split(r"\s{2,}", dockyard.run("images").stdout.splitlines()[1])
+    assert columns[:3] == [repository, "<none>", short(built.config_digest)]
+    shown = dockyard.run("images", "--format", "{{.Repository}} {{.Tag}} {{.Digest}}").stdout
+    assert shown == f"{repository} <none> {built.digest}\n"
+
+
+def test_images_quiet_prints_each_row(dockyard, test_images: ImageSet):
+    dockyard.run("pull", test_images.busybox)
+    dockyard.run("tag", test_images.busybox, "mine/box:v1")
+    config = short(test_images.built["busybox"].config_digest)
+    assert dockyard.run("images", "-q").stdout == f"{config}\n{config}\n"
+
+
+def test_images_json_containers_not_counted(dockyard, test_images: ImageSet):
+    dockyard.run("pull", test_images.busybox)
+    row = json.loads(dockyard.run("images", "--format", "json").stdout)
+    assert row["Containers"] == "N/A"
+    # Only --digests or a template with {{.Digest}} fills the digest, as in Docker.
+    assert row["Digest"] == "<none>"
+
+
+def test_images_unknown_template_field_fails(dockyard, test_images: ImageSet):
+    dockyard.run("pull", test_images.busybox)
+    result = dockyard.run("images", "--format", "{{.Repository}} {{.Nope}}", check=False)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    expected = 'template: :1:18: executing "" at <.Nope>: can\'t evaluate field Nope in type *formatter.imageContext'
+    assert expected in result.stderr
+
+
 # -- inspect and history -------------------------------------------------------------------
 
 
@@ -142,6 +176,31 @@ def test_history(dockyard, test_images: ImageSet):
     assert quiet[0] == test_images.built["layered"].config_digest
 
 
+def test_history_human_flag(dockyard, test_images: ImageSet):
+    dockyard.run("pull", test_images.plain)
+    human = dockyard.run("history", "-H", test_images.plain).stdout.splitlines()
+    assert human[1].split()[1:4] == ["3", "years", "ago"] or " ago " in human[1]
+    for flag in ("--human=false", "-H=false", "-H=0"):
+        rows = dockyard.run("history", flag, "--format", "{{.CreatedSince}}|{{.CreatedAt}}|{{.Size}}",
+                            test_images.plain).stdout.splitlines()
+        for row in rows:
+            created_since, created_at, size = row.split("|")
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(Z|[+-]\d\d:\d\d)", created_since), (flag, row)
+            assert created_at == created_since
+            assert size.isdigit(), (flag, row)
+    # As in Docker, "-H false" is the flag followed by the image name "false".
+    separate = dockyard.run("history", "-H", "false", check=False)
+    assert separate.returncode == 1
+    assert "No such image: false:latest" in separate.stderr
+
+
+def test_history_unknown_template_field_fails(dockyard, test_images: ImageSet):
+    dockyard.run("pull", test_images.plain)
+    result = dockyard.run("history", "--format", "{{.Nope}}", test_images.plain, check=False)
+    assert result.returncode == 1
+    assert "can't evaluate field Nope in type *formatter.historyContext" in result.stderr
+
+
 # -- tag, push, rmi, prune ------------------------------------------------------------------
 
 
@@ -174,6 +233,44 @@ def test_push_then_pull_into_fresh_root(dockyard, test_images: ImageSet):
     fresh = dockyard.another()
     fresh.run("pull", target)
     assert fresh.image_ids() == [test_images.built["layered"].config_digest]
+
+
+def test_push_quiet_prints_reference(dockyard, test_images: ImageSet):
+    dockyard.run("pull", test_images.busybox)
+    target = unique_repository(test_images, "quiet") + ":v1"
+    dockyard.run("tag", test_images.busybox, target)
+    assert dockyard.run("push", "-q", target).stdout == f"{target}\n"
+
+
+def test_push_and_pull_all_tags(dockyard, test_images: ImageSet):
+    dockyard.run("pull", test_images.busybox)
+    dockyard.run("pull", test_images.layered)
+    repository = unique_repository(test_images, "alltags")
+    dockyard.run("tag", test_images.busybox, f"{repository}:v1")
+    dockyard.run("tag", test_images.layered, f"{repository}:v2")
+
+    pushed = dockyard.run("push", "--all-tags", repository).stdout.splitlines()
+    assert pushed.count(f"The push refers to repository [{repository}]") == 1
+    assert f"v1: digest: {test_images.built['busybox'].digest} size: " in "\n".join(pushed)
+    assert f"v2: digest: {test_images.built['layered'].digest} size: " in "\n".join(pushed)
+
+    fresh = dockyard.another()
+    pulled = fresh.run("pull", "-a", repository).stdout.splitlines()
+    assert "v1: Pulling from " + repository.split("/", 1)[1] in pulled
+    assert "v2: Pulling from " + repository.split("/", 1)[1] in pulled
+    assert pulled[-2:] == [f"Status: Downloaded newer image for {repository}", repository]
+    shown = fresh.run("images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}").stdout.splitlines()
+    assert sorted(shown) == [
+        f"{repository}:v1 {short(test_images.built['busybox'].config_digest)}",
+        f"{repository}:v2 {short(test_images.built['layered'].config_digest)}",
+    ]
+
+
+def test_all_tags_rejects_a_tag(dockyard, test_images: ImageSet):
+    for command in ("pull", "push"):
+        result = dockyard.run(command, "-a", test_images.busybox, check=False)
+        assert result.returncode == 1
+        assert f"{command} --all-tags takes a repository name without a tag or digest" in result.stderr
 
 
 def test_push_loaded_image_uploads_blobs(dockyard, test_images: ImageSet, tmp_path):
@@ -258,7 +355,8 @@ def test_rmi_refuses_image_used_by_container(dockyard, test_images: ImageSet):
 def test_rmi_missing_image(dockyard):
     result = dockyard.run("rmi", "no-such-image", check=False)
     assert result.returncode == 1
-    assert "No such image: no-such-image" in result.stderr
+    # Docker names the reference with the default tag filled in.
+    assert "No such image: no-such-image:latest" in result.stderr
 
 
 def test_image_prune_dangling_and_all(dockyard, test_images: ImageSet):
@@ -271,7 +369,8 @@ def test_image_prune_dangling_and_all(dockyard, test_images: ImageSet):
     dangling = dockyard.run("images", "-q", "--no-trunc", "--filter", "dangling=true").stdout.split()
     assert dangling == [busybox]
     rows = dockyard.run("images", "--format", "{{.Repository}} {{.Tag}} {{.ID}}").stdout.splitlines()
-    assert f"<none> <none> {short(busybox)}" in rows
+    # The untagged image keeps its repository digest, so Docker shows the repository with tag <none>.
+    assert f"{repository_of(test_images.busybox)} <none> {short(busybox)}" in rows
 
     pruned = dockyard.run("image", "prune", "-f").stdout
     assert "Deleted Images:" in pruned
@@ -296,6 +395,32 @@ def test_image_prune_asks_without_force(dockyard, test_images: ImageSet):
     declined = dockyard.run("image", "prune", "-a", input="n\n")
     assert "Are you sure you want to continue?" in declined.stdout
     assert len(dockyard.image_ids()) == 1
+
+
+def test_image_prune_prompt_without_input(dockyard, test_images: ImageSet):
+    dockyard.run("pull", test_images.busybox)
+    dockyard.run("pull", test_images.plain)
+    dockyard.run("tag", test_images.plain, test_images.busybox)
+    prompt = "WARNING! This will remove all dangling images.\nAre you sure you want to continue? [y/N] "
+    for answer in ("", "yes\n"):
+        declined = dockyard.run("image", "prune", input=answer)
+        # Without a terminal nothing echoes the answer, so the prompt's line is ended for it.
+        assert declined.stdout == prompt + "\n", answer
+        assert len(dockyard.image_ids()) == 2
+    accepted = dockyard.run("image", "prune", input="y\n")
+    assert accepted.stdout.startswith(prompt + "\nDeleted Images:\n")
+    assert dockyard.image_ids() == [test_images.built["plain"].config_digest]
+
+
+def test_blob_lock_files_are_removed(dockyard, test_images: ImageSet):
+    dockyard.run("pull", test_images.layered)
+    lock_directory = dockyard.root / "locks" / "blobs"
+    assert not lock_directory.exists() or list(lock_directory.iterdir()) == []
+    # A lock file left by a process that crashed goes with the next garbage collection.
+    lock_directory.mkdir(parents=True, exist_ok=True)
+    (lock_directory / "sha256-0000").touch()
+    dockyard.run("image", "prune", "-f")
+    assert list(lock_directory.iterdir()) == []
 
 
 # -- save and load ----------------------------------------------------------------------
@@ -323,8 +448,29 @@ def test_save_to_stdout_and_load_from_stdin(dockyard, test_images: ImageSet):
     assert saved.stdout[:512].rstrip(b"\0")  # a tar header, not empty
     fresh = dockyard.another()
     loaded = fresh.run("load", "-q", input=saved.stdout)
-    assert loaded.stdout == b""
+    # As in Docker, -q hides the progress but not the names.
+    assert loaded.stdout == f"Loaded image: {test_images.busybox}\n".encode()
     assert fresh.image_ids() == [test_images.built["busybox"].config_digest]
+
+
+def test_save_load_round_trip_keeps_repo_digest(dockyard, test_images: ImageSet, tmp_path):
+    dockyard.run("pull", test_images.plain)
+    archive = tmp_path / "plain.tar"
+    dockyard.run("save", "-o", str(archive), test_images.plain)
+    fresh = dockyard.another()
+    fresh.run("load", "-i", str(archive))
+    digests = fresh.run("images", "--format", "{{.Digest}}").stdout
+    assert digests == test_images.built["plain"].digest + "\n"
+
+
+def test_save_by_id_writes_no_tags(dockyard, test_images: ImageSet, tmp_path):
+    dockyard.run("pull", test_images.busybox)
+    config = test_images.built["busybox"].config_digest
+    archive = tmp_path / "by-id.tar"
+    dockyard.run("save", "-o", str(archive), short(config))
+    fresh = dockyard.another()
+    assert fresh.run("load", "-i", str(archive)).stdout == f"Loaded image ID: {config}\n"
+    assert fresh.run("images", "--format", "{{.Repository}}:{{.Tag}}").stdout == "<none>:<none>\n"
 
 
 def test_load_bad_archive_records_nothing(dockyard, tmp_path):
@@ -332,6 +478,7 @@ def test_load_bad_archive_records_nothing(dockyard, tmp_path):
     bad.write_bytes(b"this is not a tar archive" * 100)
     result = dockyard.run("load", "-i", str(bad), check=False)
     assert result.returncode == 1
+    assert f"cannot load images from {bad}: not a valid tar archive" in result.stderr
     assert dockyard.image_ids() == []
     assert dockyard.blobs() == set()
 
@@ -361,6 +508,8 @@ def test_login_push_logout(dockyard, basic_registry, test_images: ImageSet):
 
     ok = dockyard.run("login", "-u", "alice", "--password-stdin", basic_registry.host, input="wonderland\n")
     assert "Login Succeeded" in ok.stdout
+    config_json = dockyard.docker_config / "config.json"
+    assert f"WARNING! Your credentials are stored unencrypted in '{config_json}'." in ok.stderr
     dockyard.run("push", target)
 
     other = dockyard.another()
@@ -383,12 +532,6 @@ def test_image_group_aliases(dockyard, test_images: ImageSet):
     assert dockyard.run("image", "rm", "alias/box:1").stdout == "Untagged: alias/box:1\n"
     dockyard.run("image", "remove", test_images.busybox)
     assert dockyard.image_ids() == []
-
-
-def test_pull_all_tags_is_rejected(dockyard, test_images: ImageSet):
-    result = dockyard.run("pull", "-a", test_images.busybox, check=False)
-    assert result.returncode == 1
-    assert "not supported" in result.stderr
 
 
 def test_unknown_flag_is_usage_error(dockyard):

@@ -160,6 +160,17 @@ def test_failed_start_leaves_monitor_idle(engine: Engine, test_images: ImageSet,
     assert container_id not in Path("/proc/self/mountinfo").read_text()
 
 
+def test_closed_attach_before_start_lets_monitor_exit(engine: Engine, test_images: ImageSet,
+                                                      monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("DOCKYARD_MONITOR_IDLE_TIMEOUT", "0.5")
+    container_id = engine.containers.create(body(test_images.busybox, "true"))
+    attachment = engine.containers.attach(container_id, stdin=False, stdout=True, stderr=True)
+    pid = monitor_pid(engine)
+    assert monitor.is_monitor_process(pid)
+    attachment.close()
+    wait_gone(pid, timeout=10)
+
+
 def test_monitor_memory_per_idle_container(engine: Engine, test_images: ImageSet):
     """Report the monitor's resident memory with 20 idle containers; fail only above a generous bound."""
     ids = [engine.containers.create(body(test_images.busybox, "sleep", "100")) for _ in range(20)]

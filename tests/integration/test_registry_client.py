@@ -383,6 +383,22 @@ def test_mirror_without_content_falls_through(registry: Registry, tmp_path: Path
         mirror.stop()
 
 
+def test_mirror_answer_in_final_error(registry: Registry, tmp_path: Path) -> None:
+    mirror = start_registry(tmp_path / "empty-mirror")
+    try:
+        ref = reference.parse(f"{registry.host}/{unique('nowhere')}:v1")
+        client = make_client(tmp_path, **{registry.host: RegistryConfig(mirrors=(mirror.url,), insecure=True)})
+
+        with pytest.raises(ManifestUnknown) as caught:
+            client.get_manifest(ref)
+
+        message = str(caught.value)
+        assert f"not found on {registry.url}" in message
+        assert f"mirrors tried first: manifest for {ref} not found on {mirror.url}" in message
+    finally:
+        mirror.stop()
+
+
 def test_mirror_down_falls_back_to_registry(registry: Registry, tmp_path: Path, store: ContentStore) -> None:
     ref = reference.parse(f"{registry.host}/{unique('mirror-down')}:v1")
     layer = os.urandom(4000)
@@ -615,3 +631,38 @@ def test_login_with_credential_helper(
     assert logout(token_registry.host)
     assert json.loads((bin_dir / "helper-store.json").read_text()) == {}
     assert Credentials.load().get(token_registry.host) is None
+
+
+# -- tag lists ------------------------------------------------------------------------
+
+
+def test_list_tags(registry: Registry, tmp_path: Path) -> None:
+    client = make_client(tmp_path)
+    repository = reference.parse(f"{registry.host}/{unique('tagged')}")
+    for tag in ("v2", "v1", "latest"):
+        push_image(client, repository.with_tag(tag), b"tagged layer")
+
+    assert sorted(client.list_tags(repository)) == ["latest", "v1", "v2"]
+
+
+def test_list_tags_of_missing_repository(registry: Registry, tmp_path: Path) -> None:
+    repository = reference.parse(f"{registry.host}/{unique('untagged')}")
+
+    with pytest.raises(ManifestUnknown, match="NAME_UNKNOWN"):
+        make_client(tmp_path).list_tags(repository)
+
+
+@pytest.mark.parametrize(
+    "header, expected",
+    [
+        ('</v2/a/tags/list?n=2&last=b>; rel="next"', "/v2/a/tags/list?n=2&last=b"),
+        ('<https://r.example/v2/a/tags/list?last=b>; rel=next', "https://r.example/v2/a/tags/list?last=b"),
+        ('</first>; rel="prev", </second>; rel="next"', "/second"),
+        ('</only>; rel="prev"', None),
+        (None, None),
+    ],
+)
+def test_next_link_header(header: str | None, expected: str | None) -> None:
+    from dockyard.registry.client import _next_link
+
+    assert _next_link(header) == expected

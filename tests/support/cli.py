@@ -85,8 +85,11 @@ class Dockyard:
         return result
 
     def image_ids(self) -> list[str]:
-        """Return the full IDs of every image, as ``images -q --no-trunc`` prints them."""
-        return self.run("images", "-q", "--no-trunc").stdout.split()
+        """Return the full ID of every image once, in the order ``images -q --no-trunc`` prints them.
+
+        That command prints one line per tag, so an image with two tags appears twice there.
+        """
+        return list(dict.fromkeys(self.run("images", "-q", "--no-trunc").stdout.split()))
 
     def blobs(self) -> set[str]:
         directory = self.root / "blobs" / "sha256"

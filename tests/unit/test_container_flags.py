@@ -756,3 +756,49 @@ def test_more_flag_errors():
     assert 'for "--sysctl" flag' in error_for("--sysctl", "novalue", "img")
     assert "invalid port format for --expose: 8080:80" in error_for("--expose", "8080:80", "img")
     assert 'for "--cpuset-mems" flag' in error_for("--cpuset-mems", "x", "img")
+
+
+# -- detach keys ------------------------------------------------------------------------------------------
+
+
+def test_detach_keys_parsing():
+    assert flags.parse_detach_keys("ctrl-p,ctrl-q") == b"\x10\x11"
+    assert flags.parse_detach_keys("a,ctrl-x") == b"a\x18"
+    assert flags.parse_detach_keys("ctrl-@,ctrl-[,ctrl-\\,ctrl-],ctrl-^,ctrl-_") == b"\x00\x1b\x1c\x1d\x1e\x1f"
+    with pytest.raises(InvalidArgument, match="unknown key 'ctrl-1'"):
+        flags.parse_detach_keys("ctrl-1")
+    with pytest.raises(InvalidArgument, match='invalid argument "alt-x" for "--detach-keys" flag'):
+        flags.detach_sequence("alt-x")
+
+
+def test_escape_scanner_cases():
+    from dockyard.cli.container_io import EscapeScanner
+
+    scanner = EscapeScanner(b"\x10\x11")
+    assert scanner.feed(b"ls\r") == (b"ls\r", False)
+    assert scanner.feed(b"a\x10") == (b"a", False)
+    assert scanner.feed(b"b") == (b"\x10b", False)
+    assert scanner.feed(b"\x10\x10") == (b"\x10", False)
+    assert scanner.feed(b"\x11rest") == (b"", True)
+
+
+@given(st.binary(max_size=40), st.integers(1, 8))
+def test_escape_scanner_property(data, chunk):
+    from dockyard.cli.container_io import EscapeScanner
+
+    sequence = b"\x10\x11"
+    scanner = EscapeScanner(sequence)
+    forwarded = b""
+    detached = False
+    for index in range(0, len(data), chunk):
+        output, detached = scanner.feed(data[index:index + chunk])
+        forwarded += output
+        if detached:
+            break
+    if sequence in data:
+        assert detached
+        assert forwarded == data[:data.index(sequence)]
+    else:
+        assert not detached
+        held = data[len(data) - scanner.matched:]
+        assert forwarded + held == data

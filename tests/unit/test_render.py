@@ -119,6 +119,54 @@ def test_template_errors_name_the_template(source):
         render.Template(source).render({"X": 1})
 
 
+def test_missing_field_of_struct_row_is_error():
+    with pytest.raises(render.TemplateExecutionError) as caught:
+        render.render_format("{{.ID}}\n {{.Nope}}", [{"ID": "abc"}], go_type="*formatter.imageContext")
+    assert str(caught.value) == (
+        'template: :2:3: executing "" at <.Nope>: can\'t evaluate field Nope in type *formatter.imageContext'
+    )
+
+
+def test_field_of_struct_string_is_error():
+    with pytest.raises(render.TemplateExecutionError, match="can't evaluate field Sub in type string"):
+        render.render_format("{{.ID.Sub}}", [{"ID": "abc"}], go_type="*formatter.imageContext")
+
+
+def test_missing_map_key_is_no_value():
+    assert render.render_format("{{.Nope}}|{{.ID.Sub}}", [{"ID": {}}]) == "<no value>|<no value>\n"
+
+
+def test_struct_rows_render_as_before():
+    rows = [{"ID": "abc", "Tag": "v1"}]
+    assert render.render_format("{{.ID}}:{{.Tag}}", rows, go_type="T") == "abc:v1\n"
+    assert render.render_format("json", rows, go_type="T") == '{"ID":"abc","Tag":"v1"}\n'
+
+
+def test_rfc3339_time_in_utc(monkeypatch):
+    import time
+
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    try:
+        assert render.rfc3339_time(1_700_000_000) == "2023-11-14T22:13:20Z"
+        assert render.rfc3339_time(None) == ""
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_rfc3339_time_with_offset(monkeypatch):
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    try:
+        assert render.rfc3339_time(1_700_000_000) == "2023-11-15T03:43:20+05:30"
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
 def test_render_format_table_with_headers():
     items = [{"Repository": "busybox", "Tag": "latest"}]
     output = render.render_format("table {{.Repository}}\\t{{.Tag}}", items, headers={"Repository": "REPOSITORY"})

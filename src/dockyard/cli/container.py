@@ -177,6 +177,7 @@ def run(args: argparse.Namespace, context: "Context") -> int:
     from dockyard.errors import InvalidArgument
 
     request = _request(args)
+    detach_keys = container_flags.detach_sequence(args.detach_keys)
     if args.tty and args.interactive and not args.detach and not sys.stdin.isatty():
         raise InvalidArgument("the input device is not a TTY: drop -t, or run from a terminal")
     container_id = create_container(context, request)
@@ -189,7 +190,7 @@ def run(args: argparse.Namespace, context: "Context") -> int:
     return stream_container(
         context, container_id,
         tty=args.tty, stdin=args.interactive, sig_proxy=args.sig_proxy == "true",
-        start=True, auto_remove=args.rm,
+        start=True, auto_remove=args.rm, detach_keys=detach_keys,
     )
 
 
@@ -224,11 +225,13 @@ def write_cidfile(path: str | None, container_id: str) -> None:
 
 
 def stream_container(context: "Context", container_id: str, *, tty: bool, stdin: bool, sig_proxy: bool,
-                     start: bool, auto_remove: bool) -> int:
+                     start: bool, auto_remove: bool, detach_keys: bytes | None = None) -> int:
     """Attach to a container (starting it if asked), stream until its output ends, and return its exit code.
 
     Signals are forwarded only without a TTY, as in Docker: with a TTY,
-    Ctrl-C reaches the container as a byte through the raw terminal.
+    Ctrl-C reaches the container as a byte through the raw terminal. With a
+    TTY and stdin, typing the ``detach_keys`` sequence leaves the container
+    running and returns 0.
     """
     import contextlib
 
@@ -278,14 +281,18 @@ def stream_container(context: "Context", container_id: str, *, tty: bool, stdin:
                     raise
             if proxy.resize is not None:
                 resize()
-            container_io.pump(
+            detached = container_io.pump(
                 attachment, tty=tty,
                 stdin=stdin_stream if stdin else None,
                 stdout=stdout_stream, stderr=stderr_stream,
                 on_wakeup=proxy.handle, wakeup_fd=proxy.pipe.read_fd,
+                detach_keys=detach_keys if tty and stdin else None,
             )
     finally:
         attachment.close()
+    if detached:
+        log.debug("detached from container %s, which keeps running", container_id)
+        return 0
     return waiter.exit_code()
 
 
@@ -344,6 +351,7 @@ def add_start(subparsers: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("containers", nargs="+", metavar="CONTAINER")
     parser.add_argument("-a", "--attach", action="store_true", help="attach stdout and stderr and forward signals")
     parser.add_argument("-i", "--interactive", action="store_true", help="attach the container's stdin")
+    container_flags.add_detach_keys_flag(parser)
 
 
 def start(args: argparse.Namespace, context: "Context") -> int:
@@ -361,6 +369,7 @@ def start(args: argparse.Namespace, context: "Context") -> int:
         context, info["Id"],
         tty=bool(config.get("Tty")), stdin=args.interactive and bool(config.get("OpenStdin")),
         sig_proxy=True, start=True, auto_remove=bool(host_config.get("AutoRemove")),
+        detach_keys=container_flags.detach_sequence(args.detach_keys),
     )
 
 
@@ -370,6 +379,7 @@ def add_attach(subparsers: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("--no-stdin", action="store_true", help="do not attach stdin")
     parser.add_argument("--sig-proxy", default="true", choices=["true", "false"],
                         help="forward signals this command receives to the container (default true)")
+    container_flags.add_detach_keys_flag(parser)
 
 
 def attach(args: argparse.Namespace, context: "Context") -> int:
@@ -387,6 +397,7 @@ def attach(args: argparse.Namespace, context: "Context") -> int:
         context, info["Id"],
         tty=bool(config.get("Tty")), stdin=not args.no_stdin and bool(config.get("OpenStdin")),
         sig_proxy=args.sig_proxy == "true", start=False, auto_remove=bool(host_config.get("AutoRemove")),
+        detach_keys=container_flags.detach_sequence(args.detach_keys),
     )
 
 
@@ -514,17 +525,7 @@ def list_containers(args: argparse.Namespace, context: "Context") -> int:
     # -n and -l show containers in any state, as in Docker.
     show_all = args.all or limit is not None
     containers = context.engine.containers
-    if args.size:
-        import inspect as signatures
-
-        from dockyard.errors import InvalidArgument
-
-        # NOTE: an engine whose list() has no ``size`` parameter does not measure container sizes yet.
-        if "size" not in signatures.signature(containers.list).parameters:
-            raise InvalidArgument("ps --size is not supported yet: the engine does not measure container sizes")
-        summaries = containers.list(all=show_all, filters=filters, limit=limit, size=True)
-    else:
-        summaries = containers.list(all=show_all, filters=filters, limit=limit)
+    summaries = containers.list(all=show_all, filters=filters, limit=limit, size=args.size)
     rows = container_rows(summaries, args.no_trunc)
 
     if args.quiet:
@@ -751,6 +752,7 @@ def add_inspect(subparsers: argparse._SubParsersAction, name: str) -> None:
     parser = _command(subparsers, name, inspect, "Show detailed information on one or more containers")
     parser.add_argument("containers", nargs="+", metavar="CONTAINER")
     parser.add_argument("-f", "--format", help="'json' or a Go template such as '{{.State.Status}}'")
+    parser.add_argument("-s", "--size", action="store_true", help="add SizeRw and SizeRootFs, the sizes in bytes")
 
 
 def inspect(args: argparse.Namespace, context: "Context") -> int:
@@ -760,7 +762,7 @@ def inspect(args: argparse.Namespace, context: "Context") -> int:
     missing: list[str] = []
     for name in args.containers:
         try:
-            found.append(context.engine.containers.inspect(name))
+            found.append(context.engine.containers.inspect(name, size=args.size))
         except NotFound as error:
             missing.append(str(error))
     write_inspect(found, args.format)

@@ -596,6 +596,30 @@ def normalize_capability(text: str) -> str:
 
 PULL_POLICIES = ("missing", "always", "never")
 
+DEFAULT_DETACH_KEYS = "ctrl-p,ctrl-q"
+# Control characters that ``ctrl-X`` names besides ctrl-a to ctrl-z (1 to 26).
+_CONTROL_SYMBOLS = {"@": 0, "[": 27, "\\": 28, "]": 29, "^": 30, "_": 31}
+
+
+def parse_detach_keys(text: str) -> bytes:
+    """Parse a detach sequence such as ``ctrl-p,ctrl-q`` or ``a,ctrl-x`` into the bytes a terminal sends for it."""
+    sequence = bytearray()
+    for key in text.split(","):
+        if len(key) == 1:
+            sequence.append(ord(key))
+            continue
+        name = key.removeprefix("ctrl-").lower() if key.lower().startswith("ctrl-") else None
+        if name is not None and len(name) == 1 and "a" <= name <= "z":
+            sequence.append(ord(name) - ord("a") + 1)
+        elif name is not None and name in _CONTROL_SYMBOLS:
+            sequence.append(_CONTROL_SYMBOLS[name])
+        else:
+            raise InvalidArgument(f"unknown key '{key}': use single characters or ctrl-a to ctrl-z, ctrl-@, ctrl-[, "
+                                  "ctrl-\\, ctrl-], ctrl-^, ctrl-_, separated by commas")
+    if not sequence or not sequence.isascii():
+        raise InvalidArgument(f"invalid detach keys {text!r}")
+    return bytes(sequence)
+
 
 # -- the argparse flags ----------------------------------------------------------------------
 
@@ -612,6 +636,8 @@ def add_create_flags(parser: argparse.ArgumentParser, run: bool) -> None:
         parser.add_argument("--sig-proxy", default="true", choices=["true", "false"],
                             help="forward signals the command receives to the container (default true, foreground only)")
     parser.add_argument("-i", "--interactive", action="store_true", help="keep stdin open and forward it to the container")
+    if run:
+        add_detach_keys_flag(parser)
     parser.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
     parser.add_argument("--rm", action="store_true", help="remove the container when it exits")
 
@@ -670,6 +696,16 @@ def add_create_flags(parser: argparse.ArgumentParser, run: bool) -> None:
 
     parser.add_argument("image", metavar="IMAGE")
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="[COMMAND] [ARG...]")
+
+
+def detach_sequence(text: str) -> bytes:
+    """Return the bytes of a ``--detach-keys`` value; raises FlagError naming the flag."""
+    return _convert("--detach-keys", text, parse_detach_keys)
+
+
+def add_detach_keys_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--detach-keys", default=DEFAULT_DETACH_KEYS,
+                        help="keys that detach from a container with -i and -t, leaving it running (default ctrl-p,ctrl-q)")
 
 
 # -- the create body ------------------------------------------------------------------------------

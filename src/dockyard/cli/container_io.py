@@ -60,6 +60,37 @@ class StdcopyDecoder:
         return len(self._buffer)
 
 
+class EscapeScanner:
+    """Find the detach key sequence in the input stream, holding back bytes that may start it.
+
+    ``feed`` returns the bytes to forward and whether the sequence was
+    completed. Input after a completed sequence is not for the container. A
+    partial match that then differs is forwarded in full.
+    """
+
+    def __init__(self, sequence: bytes) -> None:
+        self.sequence = sequence
+        self.matched = 0
+
+    def feed(self, data: bytes) -> tuple[bytes, bool]:
+        forward = bytearray()
+        for byte in data:
+            if byte == self.sequence[self.matched]:
+                self.matched += 1
+                if self.matched == len(self.sequence):
+                    self.matched = 0
+                    return bytes(forward), True
+                continue
+            if self.matched:
+                forward += self.sequence[:self.matched]
+                self.matched = 0
+                if byte == self.sequence[0]:
+                    self.matched = 1
+                    continue
+            forward.append(byte)
+        return bytes(forward), False
+
+
 def _receive(attachment: Any, size: int) -> bytes:
     if hasattr(attachment, "recv"):
         return attachment.recv(size)
@@ -67,24 +98,36 @@ def _receive(attachment: Any, size: int) -> bytes:
 
 
 def pump(attachment: Any, *, tty: bool, stdin: BinaryIO | None, stdout: BinaryIO, stderr: BinaryIO,
-         on_wakeup: Callable[[], None] | None = None, wakeup_fd: int | None = None) -> None:
+         on_wakeup: Callable[[], None] | None = None, wakeup_fd: int | None = None,
+         detach_keys: bytes | None = None) -> bool:
     """Copy the container's output to ``stdout``/``stderr`` until it ends; forward ``stdin`` if given.
 
     Stdin is copied by a daemon thread, because it may be a regular file
     (which ``select`` cannot wait on) or a terminal that never reaches end of
     file. At its end the container's stdin is closed. ``wakeup_fd`` is a pipe
     whose readability makes the loop call ``on_wakeup`` (signal forwarding,
-    terminal resizes) between reads.
+    terminal resizes) between reads. Typing ``detach_keys`` on stdin ends the
+    copy early; the return value is True in that case.
     """
     import selectors
 
+    detached = threading.Event()
+    detach_read, detach_write = os.pipe2(os.O_CLOEXEC)
     if stdin is not None:
-        threading.Thread(target=_copy_stdin, args=(stdin, attachment), daemon=True, name="stdin").start()
+        scanner = EscapeScanner(detach_keys) if detach_keys else None
+
+        def on_detach() -> None:
+            detached.set()
+            os.write(detach_write, b"\0")
+
+        threading.Thread(target=_copy_stdin, args=(stdin, attachment, scanner, on_detach),
+                         daemon=True, name="stdin").start()
 
     decoder = None if tty else StdcopyDecoder()
     targets = {STDOUT: stdout, STDERR: stderr, SYSTEM_ERROR: stderr}
     selector = selectors.DefaultSelector()
     selector.register(attachment.fileno(), selectors.EVENT_READ, "output")
+    selector.register(detach_read, selectors.EVENT_READ, "detach")
     if wakeup_fd is not None:
         selector.register(wakeup_fd, selectors.EVENT_READ, "wakeup")
 
@@ -108,6 +151,8 @@ def pump(attachment: Any, *, tty: bool, stdin: BinaryIO | None, stdout: BinaryIO
             write(_receive(attachment, CHUNK_SIZE))
         while True:
             for key, _ in selector.select():
+                if key.data == "detach":
+                    return True
                 if key.data == "wakeup":
                     with contextlib.suppress(BlockingIOError):
                         os.read(wakeup_fd, 512)  # type: ignore[arg-type]
@@ -116,19 +161,33 @@ def pump(attachment: Any, *, tty: bool, stdin: BinaryIO | None, stdout: BinaryIO
                     continue
                 data = _receive(attachment, CHUNK_SIZE)
                 if not data:
-                    return
+                    return detached.is_set()
                 write(data)
     finally:
         selector.close()
+        os.close(detach_read)
+        # A stdin thread may still be blocked in read() and write to the pipe
+        # later, so its write end stays open until the process exits.
+        if stdin is None:
+            os.close(detach_write)
 
 
-def _copy_stdin(stdin: BinaryIO, attachment: Any) -> None:
+def _copy_stdin(stdin: BinaryIO, attachment: Any, scanner: EscapeScanner | None,
+                on_detach: Callable[[], None]) -> None:
     fd = stdin.fileno()
     try:
         while True:
             data = os.read(fd, CHUNK_SIZE)
             if not data:
                 break
+            if scanner is not None:
+                data, detach = scanner.feed(data)
+                if data:
+                    attachment.write(data)
+                if detach:
+                    on_detach()
+                    return
+                continue
             attachment.write(data)
         attachment.close_stdin()
     except OSError as error:

@@ -67,7 +67,7 @@ def add_exec(subparsers: argparse._SubParsersAction) -> None:
     parser = _command(subparsers, "exec", exec_command, "Execute a command in a running container",
                       usage="dockyard exec [OPTIONS] CONTAINER COMMAND [ARG...]")
     parser.add_argument("-d", "--detach", action="store_true", help="run the command in the background")
-    parser.add_argument("--detach-keys", help="key sequence for detaching (accepted for compatibility; unused)")
+    parser.add_argument("--detach-keys", help="key sequence for detaching (not supported: rejected when given)")
     parser.add_argument("-e", "--env", action="append", default=[], metavar="NAME[=VALUE]",
                         help="set an environment variable (NAME alone takes its value from this environment)")
     parser.add_argument("--env-file", action="append", default=[], metavar="FILE",
@@ -110,7 +110,7 @@ def build_exec_config(args: argparse.Namespace, environ: dict[str, str] | None =
     if args.workdir:
         config["WorkingDir"] = args.workdir
     if args.detach_keys:
-        config["DetachKeys"] = args.detach_keys
+        raise InvalidArgument("--detach-keys is not supported by dockyard exec")
     return config
 
 
@@ -179,7 +179,12 @@ def relay_terminal(session: "ExecSession", interactive: bool) -> None:
 
     assert session.terminal is not None
     master = session.terminal
-    local = sys.stdout.fileno() if sys.stdout.isatty() else (sys.stdin.fileno() if sys.stdin.isatty() else None)
+    # The terminal whose size the process's terminal follows: our stdout's, else our stdin's.
+    local: int | None = None
+    if sys.stdout.isatty():
+        local = sys.stdout.fileno()
+    elif sys.stdin.isatty():
+        local = sys.stdin.fileno()
 
     def resize() -> None:
         size = container_io.terminal_size(local) if local is not None else None
@@ -281,7 +286,7 @@ BINARY_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 
 
 def binary_size(size: float) -> str:
-    """Format bytes in binary units with up to two decimals, as ``docker stats`` shows memory ("1.5MiB")."""
+    """Format bytes in binary units with four significant digits, as ``docker stats`` shows memory ("1.5MiB")."""
     value = float(size)
     unit = 0
     while value >= 1024 and unit < len(BINARY_UNITS) - 1:
@@ -399,8 +404,9 @@ def cp(args: argparse.Namespace, context: "Context") -> int:
     source_container, source = split_container_path(args.source)
     dest_container, dest = split_container_path(args.dest)
     if (source_container is None) == (dest_container is None):
-        raise InvalidArgument("copying between containers is not supported" if source_container
-                              else "must specify at least one container source")
+        if source_container is not None:
+            raise InvalidArgument("copying between containers is not supported")
+        raise InvalidArgument("must specify at least one container source")
     service = FilesystemService(context.engine)
     if source_container is not None:
         if not source:
@@ -488,7 +494,7 @@ def export(args: argparse.Namespace, context: "Context") -> int:
             raise
         return 0
     if sys.stdout.isatty():
-        raise InvalidArgument("cowardly refusing to save to a terminal. Use the -o flag or redirect")
+        raise InvalidArgument("refusing to write a tar archive to a terminal: use -o FILE or redirect stdout")
     sys.stdout.flush()
     service.export(args.container, sys.stdout.buffer)
     sys.stdout.buffer.flush()

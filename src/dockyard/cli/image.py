@@ -198,7 +198,12 @@ def parse_filters(values: list[str]) -> dict[str, list[str]]:
 
 
 def image_rows(summaries: list[dict], digests: bool, no_trunc: bool) -> list[dict]:
-    """Expand image summaries into one row per repository and tag, as ``docker images`` shows them."""
+    """Expand image summaries into one row per repository and tag, as ``docker images`` shows them.
+
+    ``digests`` fills the Digest field, as ``--digests`` or a template that
+    uses ``{{.Digest}}`` does in Docker. Without it, Docker leaves Digest
+    ``<none>`` on a tagged row and empty on a row of a digest only.
+    """
     from dockyard.cli import render
 
     rows = []
@@ -221,11 +226,15 @@ def image_rows(summaries: list[dict], digests: bool, no_trunc: bool) -> list[dic
             pairs.append(("<none>", "<none>"))
         for repository, tag_name in pairs:
             created = summary["Created"] or None
+            if digests:
+                digest = digest_by_repository.get(repository, "<none>")
+            else:
+                digest = "" if repository not in tagged and repository in digest_by_repository else "<none>"
             rows.append({
                 "ID": image_id,
                 "Repository": repository,
                 "Tag": tag_name,
-                "Digest": digest_by_repository.get(repository, "<none>"),
+                "Digest": digest,
                 "CreatedSince": render.time_ago(created),
                 "CreatedAt": render.local_time(created),
                 "Size": render.human_size(summary["Size"]),
@@ -245,7 +254,8 @@ def list_images(args: argparse.Namespace, context: "Context") -> int:
     if args.repository:
         filters.setdefault("reference", []).append(args.repository)
     summaries = context.engine.images.list(all=args.all, filters=filters)
-    rows = image_rows(summaries, args.digests, args.no_trunc)
+    show_digests = args.digests or "{{.Digest}}" in (args.format or "")
+    rows = image_rows(summaries, show_digests, args.no_trunc)
 
     if args.quiet:
         # One line per row, as Docker prints it: an image with two tags appears twice.
@@ -349,10 +359,13 @@ def add_inspect(subparsers: argparse._SubParsersAction, name: str,
     parser.add_argument("-f", "--format", help="'json' or a Go template such as '{{.Id}}' or '{{json .Config}}'")
     if len(object_types) > 1:
         parser.add_argument("--type", choices=list(object_types), help="only look up objects of this type")
+        parser.add_argument("-s", "--size", action="store_true",
+                            help="add SizeRw and SizeRootFs, the sizes in bytes, to containers")
     parser.set_defaults(object_types=object_types)
 
 
-def _inspect_one(context: "Context", name: str, object_types: tuple[str, ...]) -> tuple[dict | None, str]:
+def _inspect_one(context: "Context", name: str, object_types: tuple[str, ...],
+                 size: bool = False) -> tuple[dict | None, str]:
     """Return the first object of ``object_types`` named ``name``, or None and the last type's not-found message.
 
     Docker words a miss of every type as "No such object". dockyard keeps the
@@ -363,9 +376,10 @@ def _inspect_one(context: "Context", name: str, object_types: tuple[str, ...]) -
 
     message = f"No such object: {name}"
     for object_type in object_types:
-        service = context.engine.containers if object_type == "container" else context.engine.images
         try:
-            return service.inspect(name), ""
+            if object_type == "container":
+                return context.engine.containers.inspect(name, size=size), ""
+            return context.engine.images.inspect(name), ""
         except NotFound as error:
             message = str(error)
     return None, message
@@ -380,7 +394,7 @@ def inspect(args: argparse.Namespace, context: "Context") -> int:
     found: list[dict] = []
     missing: list[str] = []
     for name in args.images:
-        result, message = _inspect_one(context, name, object_types)
+        result, message = _inspect_one(context, name, object_types, getattr(args, "size", False))
         if result is not None:
             found.append(result)
         else:

@@ -140,7 +140,7 @@ class TemplateExecutionError(InvalidArgument):
 
 
 class Struct(dict):
-    """A row that a template sees as a Go struct of type ``go_type``: a field it lacks is an error.
+    """A template row that behaves as a Go struct of type ``go_type``, so a field it lacks is an error.
 
     Docker's list commands give templates structs (``*formatter.imageContext``),
     so ``{{.Nope}}`` fails there, while a map, such as an inspect document,

@@ -458,14 +458,14 @@ class ContainerService:
 
     def _check_monitors(self) -> None:
         """Adopt or mark exited every active container whose monitor is gone."""
-        from dockyard.runtime import container as runtime
-
         for row in self.state.containers():
             if row["status"] not in ACTIVE or monitor.is_monitor_process(row["monitor_pid"]):
                 continue
+            from dockyard.runtime import state as runtime_states
+
             container_id = row["id"]
             try:
-                runtime_state = runtime.load(container_id, self.runtime_root)
+                runtime_state = runtime_states.load(self.runtime_root, container_id)
             except NotFound:
                 runtime_state = None
             if runtime_state is not None and runtime_state.alive():
@@ -659,8 +659,9 @@ class ContainerService:
 
     # -- queries ----------------------------------------------------------------------
 
-    def list(self, all: bool = False, filters: dict | None = None, limit: int | None = None) -> builtins.list[dict]:
-        """Return ContainerSummary objects, the most recently created first."""
+    def list(self, all: bool = False, filters: dict | None = None, limit: int | None = None,
+             size: bool = False) -> builtins.list[dict]:
+        """Return ContainerSummary objects, the most recently created first; ``size`` adds SizeRw and SizeRootFs."""
         self._check_monitors()
         filters = {key: builtins.list(values) for key, values in (filters or {}).items()}
         for key in filters:
@@ -693,8 +694,17 @@ class ContainerService:
             record = json.loads(row["config"])
             if not self._matches(row, record, filters, ancestors):
                 continue
-            result.append(self._summary(row, record))
+            summary = self._summary(row, record)
+            if size:
+                summary.update(self._sizes(row))
+            result.append(summary)
         return result
+
+    def _sizes(self, row: dict) -> dict[str, int]:
+        """Return SizeRw (the files in the writable layer) and SizeRootFs (that plus the image), in bytes."""
+        written = rootfs.directory_size(rootfs.container_dir(self.root, row["id"]) / "diff")
+        image = self.state.image(row["image_id"])
+        return {"SizeRw": written, "SizeRootFs": written + (image.size if image is not None else 0)}
 
     def _created_of(self, values: builtins.list[str] | None) -> str | None:
         """Return the creation time of the container a ``before`` or ``since`` filter names."""
@@ -770,8 +780,8 @@ class ContainerService:
             "Mounts": record.get("Mounts") or [],
         }
 
-    def inspect(self, name: str) -> dict:
-        """Return the ContainerInspectResponse object."""
+    def inspect(self, name: str, size: bool = False) -> dict:
+        """Return the ContainerInspectResponse object; ``size`` adds SizeRw and SizeRootFs."""
         row = self._row(name)
         record = json.loads(row["config"])
         config = record["Config"]
@@ -780,7 +790,7 @@ class ContainerService:
             args = [ocispec.INIT_PATH_IN_CONTAINER, "--", *args]
         directory = rootfs.container_dir(self.root, row["id"])
         status = row["status"]
-        return {
+        result = {
             "Id": row["id"],
             "Created": row["created"],
             "Path": args[0],
@@ -825,6 +835,9 @@ class ContainerService:
             "Config": config,
             "NetworkSettings": {"Networks": {}, "Ports": {}, "SandboxKey": ""},
         }
+        if size:
+            result.update(self._sizes(row))
+        return result
 
     # -- output -------------------------------------------------------------------------
 

@@ -399,6 +399,10 @@ def _run_waiter(service: ExecService, exec_id: str, container_id: str, process: 
         null = os.open(os.devnull, os.O_RDWR)
         for target in (0, 1, 2):
             os.dup2(null, target)
+        # The waiter may outlive this command: it keeps none of its files, pipes or locks open.
+        os.closerange(3, status_write)
+        os.closerange(status_write + 1, 65536)
+        null = 0
         logging.disable(logging.CRITICAL)
         try:
             execution = runtime_exec.spawn(container_id, process, service.state_root, user=user,

@@ -348,11 +348,19 @@ class Monitor:
         libc_prctl_subreaper()
         self.directory.mkdir(parents=True, exist_ok=True)
         alive = os.open(self.directory / "alive.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(alive, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.error("another monitor holds %s; exiting", self.directory / "alive.lock")
-            return
+        # A monitor that is exiting holds the lock for a moment after closing
+        # its socket, so wait a little before deciding that another one runs.
+        deadline = time.monotonic() + START_TIMEOUT / 2
+        while True:
+            try:
+                fcntl.flock(alive, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    log.error("another monitor holds %s; exiting", self.directory / "alive.lock")
+                    os.close(alive)
+                    return
+                time.sleep(0.01)
         wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
         signal.signal(signal.SIGCHLD, lambda number, frame: None)
@@ -731,6 +739,16 @@ class Monitor:
         container.started = time.monotonic()
         if container.writer is None:
             container.writer = logs.LogWriter(Path(spec["log_path"]), spec["log_max_size"], spec["log_max_file"])
+        self.connect_stdio(container, own_fds)
+        self.state.update_container(
+            container.id, status="running", pid=pid, started_at=_now_rfc3339(), error="", exit_code=0,
+            oom_killed=0, monitor_pid=os.getpid(), restart_count=container.restart_count, manually_stopped=0,
+        )
+        log.info("container %s started with pid %d", container.id, pid)
+
+    def connect_stdio(self, container: Supervised, own_fds: list[int]) -> None:
+        """Watch a started container's output (pipes, or the PTY master) and its stdin."""
+        spec = container.spec
         if container.pty_fd is not None:
             os.set_blocking(container.pty_fd, False)
             container.outputs = {container.pty_fd: STDOUT}
@@ -744,11 +762,6 @@ class Monitor:
             container.stdin_fd = own_fds[2] if len(own_fds) > 2 else None
             if container.stdin_fd is not None:
                 os.set_blocking(container.stdin_fd, False)
-        self.state.update_container(
-            container.id, status="running", pid=pid, started_at=_now_rfc3339(), error="", exit_code=0,
-            oom_killed=0, monitor_pid=os.getpid(), restart_count=container.restart_count, manually_stopped=0,
-        )
-        log.info("container %s started with pid %d", container.id, pid)
         if container.stdin_buffer and container.stdin_fd is not None:
             # Input that an attached client sent before the container started.
             self.set_writer(container.stdin_fd, lambda: self.write_stdin(container))
@@ -883,9 +896,18 @@ class Monitor:
             self.close_stdin(container)
 
     def attach_input_closed(self, client: Client) -> None:
-        """The client ended its input; with StdinOnce the container's stdin closes too."""
+        """The client ended its input; with StdinOnce the container's stdin closes too.
+
+        A client that shut down only its sending side (``close_stdin``) still
+        gets output. One that closed the connection is dropped at once, so
+        that a client gone before the container started does not keep the
+        monitor alive.
+        """
         container = client.container
-        self.unwatch_reader(client)
+        if _peer_closed(client.sock):
+            self.drop(client)
+        else:
+            self.unwatch_reader(client)
         if container is None or not client.streams[0]:
             return
         if container.spec.get("stdin_once") and not container.tty:
@@ -1081,6 +1103,15 @@ class Monitor:
             container.writer.close()
             container.writer = None
         self.containers.pop(container.id, None)
+
+
+def _peer_closed(sock: socket.socket) -> bool:
+    """Tell whether the other end closed the connection, rather than only shutting down its writing side."""
+    import select
+
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLOUT)
+    return any(events & (select.POLLHUP | select.POLLERR) for _, events in poller.poll(0))
 
 
 def _exit_code(status: int) -> int:

@@ -12,7 +12,7 @@ Order of work, and why:
    unpacker reads each layer's ingest file as the download writes it (see
    ``_LayerFeed``), so download, decompression and unpacking overlap. A
    snapshot is renamed into place only after its layer's diff ID matched the
-   config's ``rootfs.diff_ids`` and its blob's digest was verified; otherwise
+   config's ``rootfs.diff_ids`` and its blob's digest was verified. Otherwise
    the snapshot is discarded.
 4. Record the image, its manifest digest and its tag in one transaction.
 
@@ -181,9 +181,9 @@ class Puller:
                 try:
                     records = self._unpack_all(layer_descriptors, diff_ids, chain_ids, futures, feeds)
                 finally:
-                    for feed in feeds:
-                        if feed is not None:
-                            feed.close()
+                    for opened_feed in feeds:
+                        if opened_feed is not None:
+                            opened_feed.close()
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
@@ -272,7 +272,8 @@ class Puller:
                     self.emit("Verifying Checksum", layer_id)
             else:
                 if feed is not None:
-                    fd = os.open(self.store.path(digest), os.O_RDONLY | os.O_CLOEXEC)
+                    with self.store.open(digest) as blob:
+                        fd = os.dup(blob.fileno())
                     feed.attach(fd, os.fstat(fd).st_size)
                 if layer_id is not None:
                     log.debug("blob %s is already in the content store", digest)
@@ -384,7 +385,7 @@ def unpack_layer(
         opened = open_blob() if open_blob is not None else service.store.open(descriptor.digest)
         with opened as blob:
             counted = _CountingReader(blob, lambda n: emit("Extracting", layer_id, current=n, total=descriptor.size))
-            stream = layers_module.decompressed(cast(BinaryIO, counted), descriptor.media_type)
+            stream = layers_module.decompressed(cast(BinaryIO, counted), descriptor.media_type, prefetch=True)
             try:
                 result = layers_module.apply(stream, target, descriptor.digest, lowers)
             finally:
@@ -424,8 +425,18 @@ class _CountingReader:
         buffer[: len(data)] = data
         return len(data)
 
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
     def close(self) -> None:
-        self.raw.close()
+        pass
+
+    @property
+    def closed(self) -> bool:
+        return False
 
 
 class _FeedInterrupted(Exception):
@@ -481,6 +492,8 @@ class _LayerFeed:
             self._condition.notify_all()
 
     def read(self, size: int = -1) -> bytes:
+        if size == 0:
+            return b""
         with self._condition:
             while True:
                 if self._closed:
@@ -517,21 +530,8 @@ class _LayerFeed:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        # The feed stays open for the fallback decision; Puller closes it after the unpack.
+        # Left open here, because Puller closes every feed after the unpack.
         pass
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
-
-    @property
-    def closed(self) -> bool:
-        return False
 
 
 def _parse_config(data: bytes, digest: str) -> dict:

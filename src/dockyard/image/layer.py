@@ -224,8 +224,9 @@ class _Prefetcher(io.RawIOBase):
     """A reader that calls ``source.read`` in a thread of its own, up to ``_PREFETCH_CHUNKS`` chunks ahead.
 
     zlib and zstd release the GIL while they decompress, so decompression then
-    runs on another CPU while the caller parses the tar and writes files.
-    ``close`` stops the thread and closes ``source``.
+    runs on another CPU while the caller parses the tar and writes files. The
+    thread also computes the SHA-256 of the output (``digest``), which ``apply``
+    then takes as the diff ID. ``close`` stops the thread and closes ``source``.
     """
 
     def __init__(self, source: IO[bytes]) -> None:
@@ -240,9 +241,10 @@ class _Prefetcher(io.RawIOBase):
         self._position = 0
         self._error: BaseException | None = None
         self._eof = False
+        self._hash = hashlib.sha256()
         # The thread holds no reference to self, so an unclosed reader is still collected, and closed.
         self._thread = threading.Thread(
-            target=_prefetch, args=(source, self._chunks, self._stop), name="layer-decompress", daemon=True
+            target=_prefetch, args=(source, self._chunks, self._stop, self._hash), name="layer-decompress", daemon=True
         )
         self._thread.start()
 
@@ -288,6 +290,16 @@ class _Prefetcher(io.RawIOBase):
         buffer[: len(data)] = data
         return len(data)
 
+    def drain(self) -> None:
+        while self.read(_CHUNK):
+            pass
+
+    def digest(self) -> str:
+        """Return ``sha256:<hex>`` of the whole output; valid once ``read`` has returned end of file."""
+        if not self._eof:
+            raise ValueError("the digest of a decompressed stream is known only at its end")
+        return "sha256:" + self._hash.hexdigest()
+
     def close(self) -> None:
         if self.closed:
             return
@@ -301,8 +313,8 @@ class _Prefetcher(io.RawIOBase):
         super().close()
 
 
-def _prefetch(source: IO[bytes], chunks: Any, stop: Any) -> None:
-    """Read ``source`` into the queue ``chunks`` until its end (an empty chunk), an error, or ``stop``."""
+def _prefetch(source: IO[bytes], chunks: Any, stop: Any, hasher: Any) -> None:
+    """Read ``source`` into the queue ``chunks``, and into ``hasher``, until its end (an empty chunk), an error, or ``stop``."""
     import queue
 
     def put(item: bytes | BaseException) -> bool:
@@ -317,6 +329,7 @@ def _prefetch(source: IO[bytes], chunks: Any, stop: Any) -> None:
     try:
         while not stop.is_set():
             data = source.read(_CHUNK)
+            hasher.update(data)
             if not put(data) or not data:
                 return
     except BaseException as error:  # handed to the reading thread, which raises it
@@ -328,7 +341,7 @@ def _is_skippable_frame(head: bytes) -> bool:
     return len(head) == 4 and head[0] & 0xF0 == 0x50 and head[1:] == b"\x2a\x4d\x18"
 
 
-def decompressed(fileobj: BinaryIO, media_type: str | None) -> BinaryIO:
+def decompressed(fileobj: BinaryIO, media_type: str | None, prefetch: bool = False) -> BinaryIO:
     """Return a reader of the uncompressed tar inside ``fileobj`` (gzip, zstd or plain).
 
     The compression is taken from the magic bytes, because archives carry no
@@ -336,8 +349,9 @@ def decompressed(fileobj: BinaryIO, media_type: str | None) -> BinaryIO:
     InvalidManifest is raised. When it disagrees with the magic bytes, the
     disagreement is logged and the magic bytes win.
 
-    Compressed input is decompressed ahead in a thread of its own; close the
-    reader to stop that thread when the stream is not read to its end.
+    With ``prefetch``, compressed input is decompressed ahead in a thread of
+    its own (see _Prefetcher). The caller must then close the reader before
+    it closes ``fileobj``, because the thread may still be reading it.
     """
     from dockyard.image import mediatypes
 
@@ -361,9 +375,11 @@ def decompressed(fileobj: BinaryIO, media_type: str | None) -> BinaryIO:
     if sniffed == "gzip":
         import gzip
 
-        return cast(BinaryIO, _Prefetcher(gzip.GzipFile(fileobj=stream, mode="rb")))
+        gunzipped = cast(BinaryIO, gzip.GzipFile(fileobj=stream, mode="rb"))
+        return cast(BinaryIO, _Prefetcher(gunzipped)) if prefetch else gunzipped
     if sniffed == "zstd":
-        return cast(BinaryIO, _Prefetcher(io.BufferedReader(_ZstdStream(stream), _CHUNK)))
+        unzstded = cast(BinaryIO, io.BufferedReader(_ZstdStream(stream), _CHUNK))
+        return cast(BinaryIO, _Prefetcher(unzstded)) if prefetch else unzstded
     return stream
 
 
@@ -1028,7 +1044,8 @@ def apply(tar_stream: BinaryIO, target: Path, layer: str, lowers: Sequence[Path]
     any error ``target`` is removed.
     """
     target = Path(target)
-    reader = _DigestReader(tar_stream)
+    # A prefetching reader hashes in its own thread, off this one's path.
+    reader = tar_stream if isinstance(tar_stream, _Prefetcher) else _DigestReader(tar_stream)
     try:
         root_fd = os.open(target, _DIR_FLAGS)
     except OSError as e:

@@ -1,10 +1,10 @@
 """A streaming reader of tar archives (POSIX ustar and pax, GNU long names), for layer unpacking.
 
 It yields ``tarfile.TarInfo`` objects like ``tarfile.open(mode="r|")`` does,
-at a fraction of its cost per member: the standard module copies its whole
-read buffer for every 512-byte header and parses each field in Python,
-which made header parsing the largest CPU cost of unpacking a layer with a
-few thousand files.
+at a fraction of its cost per member. The standard module copies its read
+buffer for every 512-byte header and parses each field in several Python
+calls, so header parsing was the largest CPU cost of unpacking a layer with
+a few thousand files.
 
 It reads the formats that image layers use: ustar with its name prefix, pax
 extended headers (``x``, and global ``g`` headers, which apply to every
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import tarfile
 from collections.abc import Iterator
-from typing import IO
+from typing import Protocol
 
 BLOCK = 512
 _READ_SIZE = 1 << 20
@@ -38,6 +38,12 @@ _METADATA_TYPES = (*_PAX_TYPES, _GLOBAL_PAX_TYPE, _LONG_NAME_TYPE, _LONG_LINK_TY
 # Pax headers and long names are read whole into memory, so their size is capped (as Go's archive/tar does, at 1 MiB).
 MAX_METADATA_SIZE = 1 << 20
 _REGULAR_OLD_TYPE = b"\x00"  # pre-POSIX regular file; a directory when the name ends in "/"
+
+
+class Readable(Protocol):
+    """A byte stream that ``TarReader`` reads; short reads are fine, and b"" is its end."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
 def _text(field: bytes) -> str:
@@ -107,7 +113,7 @@ class TarReader:
     stream itself if it needs it (to hash it, for one).
     """
 
-    def __init__(self, stream: IO[bytes]) -> None:
+    def __init__(self, stream: Readable) -> None:
         self._stream = stream
         self._buffer = b""
         self._position = 0  # of the next unread byte in _buffer

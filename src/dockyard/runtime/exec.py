@@ -36,7 +36,7 @@ import struct
 import termios
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -87,7 +87,6 @@ class _Context:
     stdio: tuple[int | None, int | None, int | None]
     console: socket.socket | None
     sync_write: int
-    keep: set[int] = field(default_factory=set)
 
 
 def build_process(
@@ -142,7 +141,7 @@ def merge_env(base: list[str], extra: list[str]) -> list[str]:
 
 @dataclass
 class Execution:
-    """A process started by ``spawn``: its host PID, and the caller's end of the sync pipe."""
+    """A process started by ``spawn`` in a container, known by its host PID."""
 
     container_id: str
     pid: int
@@ -452,7 +451,7 @@ def _close_except(keep: set[int]) -> None:
         limit = 1 << 20
     start = 0
     for fd in [*sorted(keep), limit]:
-        # An empty range is skipped: CPython 3.11 closes everything from ``start`` up for closerange(n, n).
+        # Empty ranges are skipped: in CPython 3.11, os.closerange(0, 0) closes every descriptor.
         if start < fd:
             os.closerange(start, fd)
         start = fd + 1

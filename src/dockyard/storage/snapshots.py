@@ -186,6 +186,12 @@ class SnapshotStore:
             if not target.is_dir():
                 raise StoreError(f"filling snapshot {chain_id} removed its directory {target}")
             try:
+                # One syncfs for the whole snapshot, before the rename that
+                # publishes it: a snapshot directory that exists counts as
+                # complete, and without the flush a crash could leave renamed
+                # files empty (ext4 allocates blocks late). It took about 50 ms
+                # for the 81 MB layer of bench/pull.py on a 2-CPU VM, far less
+                # than an fsync per file would.
                 _syncfs(work)
                 os.rename(work, final)
             except OSError as e:
