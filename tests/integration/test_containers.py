@@ -225,6 +225,7 @@ def test_kill_with_signal(containers, test_images: ImageSet):
 def test_restart_runs_again(containers, test_images: ImageSet):
     container_id = containers.create(body(test_images.busybox, "sh", "-c", "echo run; sleep 100"))
     containers.start(container_id)
+    assert wait_for(lambda: len(list(containers.logs(container_id))) == 1)
     containers.restart(container_id, timeout=0)
     assert containers.inspect(container_id)["State"]["Running"] is True
     assert wait_for(lambda: len(list(containers.logs(container_id))) == 2)
