@@ -567,7 +567,9 @@ def write_doc(report: str, path: Path) -> None:
         "crun rejects this hybrid cgroup host while hugetlb is bound only to the cgroup2 mount, so "
         "the script mounts hugetlb as a v1 hierarchy in its own mount namespace for the run and "
         "unmounts it afterwards. "
-        "Produced by `bench/run.py`; [bench/README.md](../bench/README.md) describes the method.",
+        "Other work on the machine during the run adds noise, and the load average and the middle "
+        "half of the runs show how much. Produced by `bench/run.py`, and "
+        "[bench/README.md](../bench/README.md) describes the method.",
         width=78,
     )
     section = f"{DOC_HEADING}\n\n{intro}\n\n{report}"

@@ -23,7 +23,8 @@ or option) and, where there is one, what to do next.
     │   └── ManifestUnknown (also NotFound)
     ├── StoreError                 the local store (disk full, corrupt)
     ├── ContainerError
-    │   └── ContainerNotFound (also NotFound)
+    │   ├── ContainerNotFound (also NotFound)
+    │   └── VolumeNotFound (also NotFound)
     ├── RuntimeFailure             the OCI runtime could not set up or start
     │   └── ExecFailed             a process could not be started in a running container
     ├── NetworkError
@@ -130,6 +131,12 @@ class ContainerError(DockyardError):
 class ContainerNotFound(ContainerError, NotFound):
     def __init__(self, name: str) -> None:
         super().__init__(f"No such container: {name}")
+        self.name = name
+
+
+class VolumeNotFound(ContainerError, NotFound):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"get {name}: no such volume")
         self.name = name
 
 

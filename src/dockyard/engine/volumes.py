@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dockyard.errors import Conflict, InvalidArgument, NotFound, StoreError
+from dockyard.errors import Conflict, InvalidArgument, StoreError, VolumeNotFound
 
 if TYPE_CHECKING:
     from dockyard.config import Config
@@ -30,12 +30,6 @@ log = logging.getLogger(__name__)
 NAME_PATTERN = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
 ANONYMOUS_LABEL = "com.docker.volume.anonymous"
 DRIVER = "local"
-
-
-class VolumeNotFound(NotFound):
-    def __init__(self, name: str) -> None:
-        super().__init__(f"get {name}: no such volume")
-        self.name = name
 
 
 def volume_path(root: Path, name: str) -> Path:
