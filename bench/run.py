@@ -86,6 +86,7 @@ class Engine:
     is_helper: Callable[[Process], bool] | None = None
     helper_description: str = ""
     failure: str | None = None                 # why the engine is not measured, when it is not
+    memory_failure: str | None = None          # why its memory is not measured, when only that failed
 
 
 def dockyard_engine(workdir: Path, reference: str) -> Engine:
@@ -230,11 +231,19 @@ def check_runs(engine: Engine) -> str | None:
 
 
 def time_engines(timings: list[Timing], rounds: int, runs: int, warmup: int, workdir: Path) -> None:
-    """Time every command with hyperfine, ``rounds`` times over, rotating their order each round."""
+    """Time every command with hyperfine, ``rounds`` times over, rotating their order each round.
+
+    When a round fails because dockyard's command fails, dockyard is marked as
+    not measured, its timings are removed from ``timings``, and the round runs
+    again without it. A round that fails with every command working alone
+    afterwards runs once more. Any other failure raises RuntimeError.
+    """
     environment = dict(os.environ)
     for timing in timings:
         environment.update(timing.engine.environment)
-    for round_number in range(rounds):
+    round_number = 0
+    retried = False
+    while round_number < rounds and timings:
         shift = round_number % len(timings)
         ordered = timings[shift:] + timings[:shift]
         export = workdir / f"hyperfine-{round_number}.json"
@@ -244,14 +253,30 @@ def time_engines(timings: list[Timing], rounds: int, runs: int, warmup: int, wor
             command += ["--command-name", timing.name, shlex.join(timing.engine.run_commands[timing.mode])]
         log.info("round %d of %d: hyperfine with %d commands", round_number + 1, rounds, len(ordered))
         finished = subprocess.run(command, env=environment, stdin=subprocess.DEVNULL, stdout=sys.stderr)
-        if finished.returncode != 0:
-            # hyperfine names the failing command but hides its output: run each once more to show it.
-            failures = [failure for timing in ordered if (failure := check_runs(timing.engine))]
-            raise RuntimeError(f"hyperfine failed (exit {finished.returncode}); " + ("; ".join(failures) or
-                               "every command works when run alone"))
-        results = json.loads(export.read_text())["results"]
-        for timing, result in zip(ordered, results, strict=True):
-            timing.times.extend(result["times"])
+        if finished.returncode == 0:
+            results = json.loads(export.read_text())["results"]
+            for timing, result in zip(ordered, results, strict=True):
+                timing.times.extend(result["times"])
+            round_number += 1
+            continue
+
+        # hyperfine names the failing command but hides its output: run each once more to show it.
+        failed = {timing.engine.key: (timing.engine, failure) for timing in ordered
+                  if (failure := check_runs(timing.engine))}
+        if "dockyard" in failed:
+            engine, failure = failed.pop("dockyard")
+            engine.failure = f"{NOT_WORKING} ({failure})"
+            log.warning("%s", engine.failure)
+            timings[:] = [timing for timing in timings if timing.engine is not engine]
+        if failed:
+            raise RuntimeError(f"hyperfine failed (exit {finished.returncode}): "
+                               + "; ".join(failure for _, failure in failed.values()))
+        if not retried and not any(timing.engine.failure for timing in ordered):
+            log.warning("round %d failed, but every command works alone: running it again", round_number + 1)
+            retried = True
+        elif not any(timing.engine.failure for timing in ordered):
+            raise RuntimeError(f"hyperfine failed (exit {finished.returncode}) twice, "
+                               "but every command works when run alone")
 
 
 def time_cold_starts(engine: Engine, runs: int) -> Timing:
@@ -520,8 +545,9 @@ def render_memory(results: list[MemoryResult], engines: list[Engine], daemons: s
         lines.append(f"| {result.engine.label} | {result.engine.helper_description} | {len(result.helpers)} | "
                      f"{per_rss:.2f} | {per_pss:.2f} |")
     for engine in engines:
-        if engine.failure is not None and engine.start_idle is not None:
-            lines.append(f"| {engine.label} | {engine.helper_description} | - | {engine.failure} | - |")
+        failure = engine.failure or engine.memory_failure
+        if failure is not None and engine.start_idle is not None:
+            lines.append(f"| {engine.label} | {engine.helper_description} | - | {failure} | - |")
 
     by_key = {result.engine.key: result for result in results}
     lines.append("")
@@ -720,8 +746,8 @@ def main() -> int:
                 except RuntimeError as error:
                     if engine.key != "dockyard":
                         raise
-                    engine.failure = f"{NOT_WORKING} ({str(error).strip().splitlines()[-1]})"
-                    log.warning("%s", engine.failure)
+                    engine.memory_failure = f"{NOT_WORKING} ({str(error).strip().splitlines()[-1]})"
+                    log.warning("%s", engine.memory_failure)
             if dockerd is not None:
                 daemons = daemon_memory(dockerd)
 

@@ -175,9 +175,9 @@ def test_constraint_error_becomes_store_error(state):
 def test_containers_table_blocks_image(state):
     state.record_image(image("a"), [], blobs=[])
     assert state.containers_using(digest("a")) == []
-    with state.transaction() as db:
-        db.execute("CREATE TABLE containers (id TEXT PRIMARY KEY, image_id TEXT)")
-        db.execute("INSERT INTO containers VALUES ('c1', ?)", (digest("a"),))
+    state.add_container(
+        {"id": "c1", "name": "c1", "image": "a", "image_id": digest("a"), "created": "2026-01-01T00:00:00Z", "config": "{}"}
+    )
     assert state.containers_using(digest("a")) == ["c1"]
 
 

@@ -153,6 +153,7 @@ def _spawn(context: InitContext, linux: dict[str, Any]) -> int:
     os.close(to_runtime_write)
     os.close(to_init_read)
     init_pid = None
+    created = False
     succeeded = False
     try:
         for message in _messages(to_runtime_read, context.container_id):
@@ -167,8 +168,10 @@ def _spawn(context: InitContext, linux: dict[str, Any]) -> int:
                     f"container {context.container_id}: {message['step']} failed: {message['message']}"
                 )
             elif kind == "created":
-                if init_pid is None:
-                    raise RuntimeFailure(f"container {context.container_id}: init reported created before its PID")
+                created = True
+            # The first child sends the PID and the init sends "created", both on
+            # this pipe, so the two messages may arrive in either order.
+            if created and init_pid is not None:
                 succeeded = True
                 return init_pid
         raise RuntimeFailure(f"container {context.container_id}: init exited during set-up without reporting why")
