@@ -563,14 +563,13 @@ def render_memory(results: list[MemoryResult], engines: list[Engine], daemons: s
     return lines
 
 
-def render(timings: list[Timing], memory: list[MemoryResult], engines: list[Engine],
-           daemons: str | None, interfaces: dict[str, str], details: dict[str, str], command: str) -> str:
-    lines = render_times(timings, engines)
-    dockyard_interfaces = interfaces.get("dockyard")
-    if dockyard_interfaces == "lo" and any(names != "lo" for names in interfaces.values()):
+def render(results: Measurements, engines: list[Engine], details: dict[str, str], command: str) -> str:
+    lines = render_times(results.timings, engines)
+    interfaces = results.interfaces
+    if interfaces.get("dockyard") == "lo" and any(names != "lo" for names in interfaces.values()):
         lines.append("dockyard's default network gives the container only `lo` at this commit, while the "
                      "peers attach a veth to a bridge, so its default-network row does less work than theirs.")
-    lines += ["", *render_memory(memory, engines, daemons), ""]
+    lines += ["", *render_memory(results.memory, engines, results.daemons), ""]
     lines += [f"- {key}: {value}" for key, value in details.items()]
     lines.append(f"- command: `{command}`")
     return "\n".join(lines) + "\n"
@@ -649,6 +648,115 @@ def parse_arguments() -> argparse.Namespace:
     return args
 
 
+def set_up_engines(args: argparse.Namespace, workdir: Path, layout: Path, layer_blob: Path,
+                   cleanup: contextlib.ExitStack) -> tuple[list[Engine], peers.Dockerd | None]:
+    """Give every engine that is not skipped the busybox image; register their cleanup on ``cleanup``."""
+    engines: list[Engine] = []
+    dockerd = None
+    if "dockyard" not in args.skip:
+        registry = start_registry(workdir / "registry")
+        cleanup.callback(registry.stop)
+        images.push_layout(layout, registry.host, IMAGE_NAME)
+        reference = f"{registry.host}/{IMAGE_NAME}:latest"
+        engine = dockyard_engine(workdir, reference)
+        cleanup.callback(stop_leftover_helpers, engine)
+        cleanup.callback(peers.unmount_below, workdir / "dockyard-root")
+        engines.append(engine)
+        try:
+            peers.run([str(DOCKYARD), "pull", "--quiet", reference], env=dict(os.environ, **engine.environment))
+            failure = check_runs(engine)
+        except RuntimeError as error:
+            failure = str(error).strip().splitlines()[-1]
+        if failure:
+            engine.failure = f"{NOT_WORKING} ({failure})"
+
+    if "podman" not in args.skip:
+        podman = peers.Podman(workdir / "podman")
+        cleanup.callback(podman.reset)
+        podman.load(layout, f"localhost/{IMAGE_NAME}:latest")
+        engines.append(podman_engine(podman, f"localhost/{IMAGE_NAME}:latest"))
+
+    if "docker" not in args.skip:
+        bridge = cleanup.enter_context(peers.host_bridge(DOCKER_BRIDGE, DOCKER_BRIDGE_ADDRESS))
+        dockerd = peers.Dockerd(workdir / "docker", bridge)
+        cleanup.callback(dockerd.stop)
+        cleanup.callback(dockerd.remove_all_containers)
+        archive = workdir / "busybox-docker-archive.tar"
+        peers.run(["skopeo", "copy", "--quiet", f"oci:{layout}:latest", f"docker-archive:{archive}:{IMAGE_NAME}:latest"])
+        dockerd.load(archive)
+        engines.append(docker_engine(dockerd, f"{IMAGE_NAME}:latest"))
+
+    if "crun" not in args.skip:
+        engines.append(crun_engine(peers.make_crun_bundle(workdir / "bundle", layer_blob), workdir / "crun-state"))
+
+    for engine in engines:
+        if engine.key != "dockyard":
+            failure = check_runs(engine)
+            if failure:
+                raise RuntimeError(f"{engine.label}: {failure}")
+        log.info("%s: %s", engine.label, engine.failure or "runs")
+    return engines, dockerd
+
+
+@dataclass
+class Measurements:
+    timings: list[Timing]
+    memory: list[MemoryResult]
+    interfaces: dict[str, str]      # engine label to the interfaces on its default network
+    daemons: str | None             # dockerd's and containerd's own memory, as a sentence
+    notes: dict[str, str]           # extra report lines, such as a failed optional measurement
+
+
+def measure(args: argparse.Namespace, engines: list[Engine], dockerd: peers.Dockerd | None,
+            workdir: Path) -> Measurements:
+    timings = []
+    for engine in engines:
+        if engine.failure is None:
+            modes = ("none",) if engine.key == "crun" else NETWORK_MODES
+            timings.extend(Timing(engine, mode) for mode in modes)
+    time_engines(timings, args.rounds, args.runs, args.warmup, workdir)
+
+    notes = {}
+    for engine in engines:
+        if engine.key == "dockyard" and engine.failure is None and args.cold_runs > 0:
+            log.info("%s: %d runs, each with no monitor running before it", engine.label, args.cold_runs)
+            try:
+                timings.append(time_cold_starts(engine, args.cold_runs))
+            except RuntimeError as error:
+                notes["dockyard runs with no monitor running"] = f"failed: {str(error).strip().splitlines()[-1]}"
+    interfaces = {engine.label: default_interfaces(engine) for engine in engines
+                  if engine.key != "crun" and engine.failure is None}
+
+    memory = []
+    daemons = None
+    if not args.skip_memory:
+        for engine in engines:
+            if engine.start_idle is None or engine.failure is not None:
+                continue
+            log.info("%s: starting %d idle containers", engine.label, args.containers)
+            try:
+                memory.append(measure_memory(engine, args.containers, args.settle))
+            except RuntimeError as error:
+                if engine.key != "dockyard":
+                    raise
+                engine.memory_failure = f"{NOT_WORKING} ({str(error).strip().splitlines()[-1]})"
+                log.warning("%s", engine.memory_failure)
+        if dockerd is not None:
+            daemons = daemon_memory(dockerd)
+    return Measurements(timings, memory, interfaces, daemons, notes)
+
+
+def daemon_memory(dockerd: peers.Dockerd) -> str:
+    """Describe the RSS of dockerd and its containerd, which run whether or not any container does."""
+    processes = list_processes()
+    daemon_pids = [dockerd.process.pid]
+    daemon_pids += [pid for pid, process in processes.items()
+                    if process.ppid == dockerd.process.pid and process.comm == "containerd"]
+    rss = sum(memory_kib(pid)[0] for pid in daemon_pids)
+    return (f"Not in docker's row: dockerd and its containerd, which run whether or not any container does, "
+            f"had {rss / 1024:.1f} MiB RSS together after the idle containers were removed.")
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     args = parse_arguments()
@@ -658,10 +766,9 @@ def main() -> int:
         os.environ[UNSHARED_MARKER] = "1"
         os.execvp("unshare", ["unshare", "--mount", "--propagation", "private", "--",
                               sys.executable, *sys.argv])
+
     load_before = os.getloadavg()[0]
     workdir = Path(tempfile.mkdtemp(prefix="dockyard-bench-run-"))
-    engines: list[Engine] = []
-    dockerd: peers.Dockerd | None = None
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(shutil.rmtree, workdir, True)
         cleanup.callback(peers.unmount_below, workdir)
@@ -675,81 +782,8 @@ def main() -> int:
         hugetlb_mounted = cleanup.enter_context(peers.hugetlb_v1(workdir / "cgroup-stage"))
         guarded_interface = cleanup.enter_context(peers.forward_guard())
 
-        if "dockyard" not in args.skip:
-            registry = start_registry(workdir / "registry")
-            cleanup.callback(registry.stop)
-            images.push_layout(layout, registry.host, IMAGE_NAME)
-            reference = f"{registry.host}/{IMAGE_NAME}:latest"
-            engine = dockyard_engine(workdir, reference)
-            cleanup.callback(stop_leftover_helpers, engine)
-            cleanup.callback(peers.unmount_below, workdir / "dockyard-root")
-            engines.append(engine)
-            try:
-                peers.run([str(DOCKYARD), "pull", "--quiet", reference], env=dict(os.environ, **engine.environment))
-                engine.failure = check_runs(engine)
-            except RuntimeError as error:
-                engine.failure = f"{NOT_WORKING} ({str(error).strip().splitlines()[-1]})"
-            if engine.failure and not engine.failure.startswith(NOT_WORKING):
-                engine.failure = f"{NOT_WORKING} ({engine.failure})"
-
-        if "podman" not in args.skip:
-            podman = peers.Podman(workdir / "podman")
-            cleanup.callback(podman.reset)
-            podman.load(layout, f"localhost/{IMAGE_NAME}:latest")
-            engines.append(podman_engine(podman, f"localhost/{IMAGE_NAME}:latest"))
-
-        if "docker" not in args.skip:
-            bridge = cleanup.enter_context(peers.host_bridge(DOCKER_BRIDGE, DOCKER_BRIDGE_ADDRESS))
-            dockerd = peers.Dockerd(workdir / "docker", bridge)
-            cleanup.callback(dockerd.stop)
-            cleanup.callback(dockerd.remove_all_containers)
-            archive = workdir / "busybox-docker-archive.tar"
-            peers.run(["skopeo", "copy", "--quiet", f"oci:{layout}:latest",
-                       f"docker-archive:{archive}:{IMAGE_NAME}:latest"])
-            dockerd.load(archive)
-            engines.append(docker_engine(dockerd, f"{IMAGE_NAME}:latest"))
-
-        if "crun" not in args.skip:
-            state = workdir / "crun-state"
-            engines.append(crun_engine(peers.make_crun_bundle(workdir / "bundle", layer_blob), state))
-
-        for engine in engines:
-            if engine.key != "dockyard":
-                failure = check_runs(engine)
-                if failure:
-                    raise RuntimeError(f"{engine.label}: {failure}")
-            log.info("%s: %s", engine.label, engine.failure or "runs")
-
-        timings = []
-        for engine in engines:
-            if engine.failure is not None:
-                continue
-            modes = ("none",) if engine.key == "crun" else NETWORK_MODES
-            timings.extend(Timing(engine, mode) for mode in modes)
-        time_engines(timings, args.rounds, args.runs, args.warmup, workdir)
-        for engine in engines:
-            if engine.key == "dockyard" and engine.failure is None and args.cold_runs > 0:
-                log.info("%s: %d runs, each with no monitor running before it", engine.label, args.cold_runs)
-                timings.append(time_cold_starts(engine, args.cold_runs))
-        interfaces = {engine.label: default_interfaces(engine) for engine in engines
-                      if engine.key != "crun" and engine.failure is None}
-
-        memory = []
-        daemons = None
-        if not args.skip_memory:
-            for engine in engines:
-                if engine.start_idle is None or engine.failure is not None:
-                    continue
-                log.info("%s: starting %d idle containers", engine.label, args.containers)
-                try:
-                    memory.append(measure_memory(engine, args.containers, args.settle))
-                except RuntimeError as error:
-                    if engine.key != "dockyard":
-                        raise
-                    engine.memory_failure = f"{NOT_WORKING} ({str(error).strip().splitlines()[-1]})"
-                    log.warning("%s", engine.memory_failure)
-            if dockerd is not None:
-                daemons = daemon_memory(dockerd)
+        engines, dockerd = set_up_engines(args, workdir, layout, layer_blob, cleanup)
+        results = measure(args, engines, dockerd, workdir)
 
         details = {
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -759,28 +793,20 @@ def main() -> int:
             **versions(dockerd),
             "image": f"busybox from Debian's busybox-static, config {built.config_digest}",
             "interfaces in a container on the default network": "; ".join(
-                f"{label}: {names}" for label, names in interfaces.items()),
+                f"{label}: {names}" for label, names in results.interfaces.items()),
             "hugetlb v1 mount": ("mounted at /sys/fs/cgroup/hugetlb in the script's mount namespace for the run, "
                                  "unmounted after" if hugetlb_mounted else "hugetlb was a v1 hierarchy already"),
             "network guard": f"forwarded traffic out of {guarded_interface} dropped during the run",
+            **results.notes,
         }
         command = "python bench/run.py " + " ".join(sys.argv[1:])
-        report = render(timings, memory, engines, daemons, interfaces, details, command.strip())
+        report = render(results, engines, details, command.strip())
         print(report)
-        if args.write:
-            write_doc(report, args.write)
+
+    # Written only now that the cleanup, which the report describes, has succeeded.
+    if args.write:
+        write_doc(report, args.write)
     return 0
-
-
-def daemon_memory(dockerd: peers.Dockerd) -> str:
-    """Describe the memory of dockerd and its containerd, which docker keeps whatever the number of containers."""
-    processes = list_processes()
-    daemon_pids = [dockerd.process.pid]
-    daemon_pids += [pid for pid, process in processes.items()
-                    if process.ppid == dockerd.process.pid and process.comm == "containerd"]
-    rss = sum(memory_kib(pid)[0] for pid in daemon_pids)
-    return (f"Not in docker's row: dockerd and its containerd, which run whether or not any container does, "
-            f"had {rss / 1024:.1f} MiB RSS together after the idle containers were removed.")
 
 
 if __name__ == "__main__":

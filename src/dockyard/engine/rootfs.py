@@ -159,17 +159,41 @@ def _read_host_file(path: str, fallback: str) -> str:
         return fallback
 
 
+# Where systemd-resolved keeps the upstream servers it forwards to, while
+# /etc/resolv.conf names only its own stub listener on 127.0.0.53.
+SYSTEMD_RESOLVED_UPSTREAM = "/run/systemd/resolve/resolv.conf"
+
+
 def _resolv_conf(host_network: bool) -> str:
     text = _read_host_file("/etc/resolv.conf", "")
     if host_network:
         return text
-    # Without host networking a loopback name server (a local caching
-    # resolver) is unreachable from the container, as in Docker.
+    return container_resolv_conf(text, _read_host_file(SYSTEMD_RESOLVED_UPSTREAM, ""))
+
+
+def container_resolv_conf(host_text: str, upstream_text: str) -> str:
+    """Return the resolv.conf for a container with its own network namespace.
+
+    A name server on 127.0.0.0/8 or ::1 is a resolver on the host's loopback,
+    which the container cannot reach, so it is dropped. When that leaves no name
+    server, the upstream servers of systemd-resolved (``upstream_text``) take
+    its place, as Docker does. Search and options lines are kept.
+    """
     lines = [
-        line for line in text.splitlines()
-        if not (line.startswith("nameserver") and _is_loopback_server(line.split()[1:2]))
+        line for line in host_text.splitlines()
+        if not (_is_nameserver(line) and _is_loopback_server(line.split()[1:2]))
     ]
+    if not any(_is_nameserver(line) for line in lines):
+        upstream = [
+            line for line in upstream_text.splitlines()
+            if _is_nameserver(line) and not _is_loopback_server(line.split()[1:2])
+        ]
+        lines = upstream + [line for line in lines if not _is_nameserver(line)]
     return "\n".join(lines) + "\n" if lines else ""
+
+
+def _is_nameserver(line: str) -> bool:
+    return line.split()[:1] == ["nameserver"]
 
 
 def _is_loopback_server(fields: list[str]) -> bool:
