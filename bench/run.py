@@ -197,11 +197,16 @@ class Timing:
     engine: Engine
     mode: str
     note: str = ""
+    command: list[str] | None = None      # instead of the engine's run command for ``mode``
     times: list[float] = field(default_factory=list)
 
     @property
     def name(self) -> str:
-        return f"{self.engine.key}, network {self.mode}"
+        return f"{self.engine.key}, {self.note or 'network ' + self.mode}"
+
+    @property
+    def argv(self) -> list[str]:
+        return self.command or self.engine.run_commands[self.mode]
 
     @property
     def label(self) -> str:
@@ -250,7 +255,7 @@ def time_engines(timings: list[Timing], rounds: int, runs: int, warmup: int, wor
         command = ["hyperfine", "--shell=none", "--style", "basic", "--warmup", str(warmup), "--runs", str(runs),
                    "--export-json", str(export)]
         for timing in ordered:
-            command += ["--command-name", timing.name, shlex.join(timing.engine.run_commands[timing.mode])]
+            command += ["--command-name", timing.name, shlex.join(timing.argv)]
         log.info("round %d of %d: hyperfine with %d commands", round_number + 1, rounds, len(ordered))
         finished = subprocess.run(command, env=environment, stdin=subprocess.DEVNULL, stdout=sys.stderr)
         if finished.returncode == 0:
@@ -569,7 +574,9 @@ def render(results: Measurements, engines: list[Engine], details: dict[str, str]
     if interfaces.get("dockyard") == "lo" and any(names != "lo" for names in interfaces.values()):
         lines.append("dockyard's default network gives the container only `lo` at this commit, while the "
                      "peers attach a veth to a bridge, so its default-network row does less work than theirs.")
-    lines += ["", *render_memory(results.memory, engines, results.daemons), ""]
+    if results.memory or any(engine.memory_failure for engine in engines):
+        lines += ["", *render_memory(results.memory, engines, results.daemons)]
+    lines.append("")
     lines += [f"- {key}: {value}" for key, value in details.items()]
     lines.append(f"- command: `{command}`")
     return "\n".join(lines) + "\n"
@@ -577,26 +584,32 @@ def render(results: Measurements, engines: list[Engine], details: dict[str, str]
 
 def write_doc(report: str, path: Path) -> None:
     """Replace the run section of ``path`` (from its heading to the next ``## ``) with ``report``."""
-    intro = textwrap.fill(
-        "Time: `run --rm IMAGE true` with each engine's default network and with `--network none`, "
-        "timed by hyperfine in rounds whose order rotates, with warmup runs in every round. "
-        "All engines run the same busybox image (Debian's busybox-static, built offline). "
-        "podman runs with `--runtime crun`; docker is a private dockerd 20.10 with runc and no iptables "
-        "rules, whose default network is a bridge made by the script, without NAT. The floor is "
-        "bare `crun run` on an OCI bundle of the same root filesystem with `crun spec`'s default "
-        "config (no seccomp filter, no network setup). dockyard's shared monitor outlives a container "
-        "by 10 s, so runs timed back to back find it running; the row marked \"no monitor running\" "
-        "times single runs that start it. Memory: idle containers running "
-        "`sleep 3600` with `--network none`, and the summed VmRSS and Pss of what each engine "
-        "keeps besides the containers' own processes, divided by the number of containers. "
-        "crun rejects this hybrid cgroup host while hugetlb is bound only to the cgroup2 mount, so "
-        "the script mounts hugetlb as a v1 hierarchy in its own mount namespace for the run and "
-        "unmounts it afterwards. "
-        "Other work on the machine during the run adds noise, and the load average and the middle "
-        "half of the runs show how much. Produced by `bench/run.py`, and "
-        "[bench/README.md](../bench/README.md) describes the method.",
-        width=78,
-    )
+    paragraphs = [
+        "All engines run the same busybox image, built offline from Debian's busybox-static. "
+        "Produced by `bench/run.py`, and [bench/README.md](../bench/README.md) describes the method.",
+    ]
+    bullets = [
+        "Time: hyperfine times `run --rm IMAGE true` with `--network none` and with each engine's "
+        "default network, in rounds whose order rotates, with warmup runs in every round.",
+        "podman runs with `--runtime crun`. docker is a private dockerd 20.10 with runc and no iptables "
+        "rules, and its default network is a bridge made by the script, without NAT.",
+        "The floor is bare `crun run` on an OCI bundle of the same root filesystem, with `crun spec`'s "
+        "default config (no seccomp filter, no network setup).",
+        "dockyard's shared monitor outlives its last container by 10 s, so runs timed back to back find "
+        "it running. The row marked \"no monitor running\" times single runs that start it.",
+        "Memory: idle containers run `sleep 3600` with `--network none`. The figures are the summed VmRSS "
+        "and Pss of what each engine keeps besides the containers' own processes, divided by the number "
+        "of containers.",
+        "crun rejects this hybrid cgroup host while hugetlb is bound only to the cgroup2 mount. Unless "
+        "hugetlb is a v1 hierarchy already, the script mounts it as one in its own mount namespace and "
+        "unmounts it afterwards. The details below say which.",
+        "Other work on the machine during the run adds noise. The load average and the middle half of "
+        "the runs show how much.",
+    ]
+    intro = "\n\n".join(textwrap.fill(paragraph, width=78, break_on_hyphens=False) for paragraph in paragraphs)
+    intro += "\n\n" + "\n".join(textwrap.fill(bullet, width=78, initial_indent="- ", subsequent_indent="  ",
+                                               break_on_hyphens=False)
+                                 for bullet in bullets)
     section = f"{DOC_HEADING}\n\n{intro}\n\n{report}"
     text = path.read_text() if path.exists() else (
         "# Benchmarks\n\nMeasured numbers only; each section names the script that produced it.\n\n")
@@ -709,11 +722,15 @@ class Measurements:
 
 def measure(args: argparse.Namespace, engines: list[Engine], dockerd: peers.Dockerd | None,
             workdir: Path) -> Measurements:
-    timings = []
+    timings: list[Timing] = []
     for engine in engines:
         if engine.failure is None:
             modes = ("none",) if engine.key == "crun" else NETWORK_MODES
             timings.extend(Timing(engine, mode) for mode in modes)
+        if engine.key == "dockyard" and engine.failure is None:
+            # Context for the run times: what Python and the CLI cost before any container work.
+            timings.append(Timing(engine, "-", note="CLI start-up only: `dockyard --version`",
+                                  command=[str(DOCKYARD), "--version"]))
     time_engines(timings, args.rounds, args.runs, args.warmup, workdir)
 
     notes = {}

@@ -327,8 +327,8 @@ def prune(args: argparse.Namespace, context: "Context") -> int:
         sys.stdout.write(f"{warning}\nAre you sure you want to continue? [y/N] ")
         sys.stdout.flush()
         answer = sys.stdin.readline()
-        if not sys.stdin.isatty():
-            # Input that is not typed on a terminal is not echoed, so end the prompt's line here.
+        if not sys.stdin.isatty() or not answer.endswith("\n"):
+            # Nothing echoed a newline (input from a pipe or file, or end of input), so end the prompt's line here.
             sys.stdout.write("\n")
         # Like Docker, only "y" or "Y" confirms; anything else, or end of input, removes nothing.
         if answer.strip().lower() != "y":

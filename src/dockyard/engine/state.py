@@ -27,6 +27,18 @@ Schema version 2 adds the container and volume tables:
   updates them on every start and exit. ``image_id`` keeps the image from
   being removed while the container exists.
 - ``volumes``: named and anonymous volumes of the ``local`` driver.
+
+Schema version 3 adds the network tables, written by the network service:
+
+- ``networks``: one row per bridge network, the default one included, with
+  its bridge interface, subnet and gateway.
+- ``endpoints``: a container's attachment to a network, from ``create`` (or
+  ``network connect``) to ``rm``, so its IP address and MAC address survive
+  restarts. ``UNIQUE (network_id, ip)`` keeps an address from being handed out
+  twice. ``interface`` and ``host_veth`` are set while the veth pair exists.
+- ``sandboxes``: what a running container's network namespace has set up
+  beyond its endpoints: the published ports, the PIDs of its userland proxy
+  and embedded DNS server.
 """
 
 from __future__ import annotations
@@ -38,14 +50,14 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from dockyard.errors import Conflict, StoreError
 
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 30_000
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Each entry migrates the schema from version N (its index) to N + 1.
 MIGRATIONS: tuple[str, ...] = (
@@ -132,7 +144,46 @@ MIGRATIONS: tuple[str, ...] = (
         anonymous INTEGER NOT NULL DEFAULT 0
     );
     """,
+    """
+    CREATE TABLE networks (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        driver TEXT NOT NULL,
+        bridge TEXT NOT NULL UNIQUE,
+        subnet TEXT NOT NULL,
+        gateway TEXT NOT NULL,
+        internal INTEGER NOT NULL DEFAULT 0,
+        labels TEXT NOT NULL DEFAULT '{}',
+        options TEXT NOT NULL DEFAULT '{}',
+        created TEXT NOT NULL
+    );
+    CREATE TABLE endpoints (
+        id TEXT PRIMARY KEY,
+        network_id TEXT NOT NULL REFERENCES networks(id),
+        container_id TEXT NOT NULL,
+        container_name TEXT NOT NULL,
+        ip TEXT NOT NULL,
+        mac TEXT NOT NULL,
+        aliases TEXT NOT NULL DEFAULT '[]',
+        interface TEXT NOT NULL DEFAULT '',
+        host_veth TEXT NOT NULL DEFAULT '',
+        UNIQUE (network_id, ip),
+        UNIQUE (network_id, container_id)
+    );
+    CREATE INDEX endpoints_container_id ON endpoints(container_id);
+    CREATE TABLE sandboxes (
+        container_id TEXT PRIMARY KEY,
+        netns TEXT NOT NULL DEFAULT '',
+        ports TEXT NOT NULL DEFAULT '[]',
+        proxy_pid INTEGER NOT NULL DEFAULT 0,
+        dns_pid INTEGER NOT NULL DEFAULT 0
+    );
+    """,
 )
+
+# Columns of ``endpoints`` and ``sandboxes`` that the network service may change.
+ENDPOINT_COLUMNS = frozenset({"interface", "host_veth", "aliases"})
+SANDBOX_COLUMNS = frozenset({"netns", "ports", "proxy_pid", "dns_pid"})
 
 # Columns of ``containers`` that ``update_container`` may change.
 CONTAINER_STATE_COLUMNS = frozenset({
@@ -586,6 +637,117 @@ class State:
     def delete_volume(self, name: str) -> None:
         with self.transaction() as db:
             db.execute("DELETE FROM volumes WHERE name = ?", (name,))
+
+    # -- networks ----------------------------------------------------------
+
+    def add_network(self, row: dict) -> None:
+        """Insert a network row; raise Conflict when the name or the bridge is taken."""
+        with self.transaction() as db:
+            holder = db.execute("SELECT id FROM networks WHERE name = ?", (row["name"],)).fetchone()
+            if holder is not None:
+                raise Conflict(f"network with name {row['name']} already exists")
+            db.execute(
+                "INSERT INTO networks (id, name, driver, bridge, subnet, gateway, internal, labels, options, created)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (row["id"], row["name"], row["driver"], row["bridge"], row["subnet"], row["gateway"],
+                 int(row["internal"]), row["labels"], row["options"], row["created"]),
+            )
+
+    def network(self, network_id: str) -> dict | None:
+        rows = self._query("SELECT * FROM networks WHERE id = ?", (network_id,))
+        return dict(rows[0]) if rows else None
+
+    def network_by_name(self, name: str) -> dict | None:
+        rows = self._query("SELECT * FROM networks WHERE name = ?", (name,))
+        return dict(rows[0]) if rows else None
+
+    def network_ids_with_prefix(self, prefix: str) -> list[str]:
+        if not prefix or any(char not in "0123456789abcdef" for char in prefix):
+            return []
+        return [row[0] for row in self._query("SELECT id FROM networks WHERE id LIKE ?", (prefix + "%",))]
+
+    def networks(self) -> list[dict]:
+        return [dict(row) for row in self._query("SELECT * FROM networks ORDER BY created, name")]
+
+    def delete_network(self, network_id: str) -> None:
+        """Delete a network row; raise Conflict while endpoints still use it."""
+        with self.transaction() as db:
+            count = db.execute("SELECT count(*) FROM endpoints WHERE network_id = ?", (network_id,)).fetchone()[0]
+            if count:
+                raise Conflict(f"network {network_id} has active endpoints")
+            db.execute("DELETE FROM networks WHERE id = ?", (network_id,))
+
+    # -- endpoints and sandboxes ---------------------------------------------
+
+    def add_endpoint(self, row: dict, pick_ip: Callable[[list[str]], str]) -> dict:
+        """Insert an endpoint whose ``ip`` is ``pick_ip(addresses in use on the network)``; return the row.
+
+        The addresses are read and the row written in one transaction, so two
+        processes never get the same address. Raises Conflict when the
+        container is on the network already.
+        """
+        with self.transaction() as db:
+            existing = db.execute(
+                "SELECT id FROM endpoints WHERE network_id = ? AND container_id = ?",
+                (row["network_id"], row["container_id"]),
+            ).fetchone()
+            if existing is not None:
+                raise Conflict(f"container {row['container_id']} is already attached to network {row['network_id']}")
+            used = [each[0] for each in db.execute("SELECT ip FROM endpoints WHERE network_id = ?", (row["network_id"],))]
+            row = {**row, "ip": pick_ip(used)}
+            db.execute(
+                "INSERT INTO endpoints (id, network_id, container_id, container_name, ip, mac, aliases)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (row["id"], row["network_id"], row["container_id"], row["container_name"], row["ip"], row["mac"],
+                 row["aliases"]),
+            )
+        return row
+
+    def endpoints(self, network_id: str | None = None, container_id: str | None = None) -> list[dict]:
+        clauses, values = [], []
+        if network_id is not None:
+            clauses.append("network_id = ?")
+            values.append(network_id)
+        if container_id is not None:
+            clauses.append("container_id = ?")
+            values.append(container_id)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        return [dict(row) for row in self._query(f"SELECT * FROM endpoints{where} ORDER BY rowid", values)]
+
+    def update_endpoint(self, endpoint_id: str, **fields: object) -> None:
+        unknown = set(fields) - ENDPOINT_COLUMNS
+        if unknown:
+            raise StoreError(f"cannot update endpoint columns {sorted(unknown)}")
+        if fields:
+            assignments = ", ".join(f"{column} = ?" for column in fields)
+            with self.transaction() as db:
+                db.execute(f"UPDATE endpoints SET {assignments} WHERE id = ?", (*fields.values(), endpoint_id))
+
+    def delete_endpoint(self, endpoint_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM endpoints WHERE id = ?", (endpoint_id,))
+
+    def sandbox(self, container_id: str) -> dict | None:
+        rows = self._query("SELECT * FROM sandboxes WHERE container_id = ?", (container_id,))
+        return dict(rows[0]) if rows else None
+
+    def sandboxes(self) -> list[dict]:
+        return [dict(row) for row in self._query("SELECT * FROM sandboxes")]
+
+    def set_sandbox(self, container_id: str, **fields: object) -> None:
+        """Create or change the sandbox row of a container."""
+        unknown = set(fields) - SANDBOX_COLUMNS
+        if unknown:
+            raise StoreError(f"cannot update sandbox columns {sorted(unknown)}")
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO sandboxes (container_id) VALUES (?)", (container_id,))
+            if fields:
+                assignments = ", ".join(f"{column} = ?" for column in fields)
+                db.execute(f"UPDATE sandboxes SET {assignments} WHERE container_id = ?", (*fields.values(), container_id))
+
+    def delete_sandbox(self, container_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM sandboxes WHERE container_id = ?", (container_id,))
 
 
 def name_conflict(name: str, holder: str) -> Conflict:
