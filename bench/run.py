@@ -628,25 +628,33 @@ def write_doc(report: str, path: Path) -> None:
 
 def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+
     parser.add_argument("--rounds", type=int, default=3, help="hyperfine rounds, each timing every command (default 3)")
     parser.add_argument("--runs", type=int, default=10, help="timed runs per command in each round (default 10)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs per command in each round (default 2)")
     parser.add_argument("--cold-runs", type=int, default=10,
                         help="dockyard runs timed with no monitor running before each (default 10; 0 leaves them out)")
+
     parser.add_argument("--containers", type=int, default=20, help="idle containers per engine (default 20)")
     parser.add_argument("--settle", type=float, default=5.0,
                         help="seconds between starting the idle containers and reading their memory (default 5)")
+
     parser.add_argument("--skip", action="append", default=[], choices=["dockyard", "podman", "docker", "crun"],
                         help="leave one engine out (repeatable)")
     parser.add_argument("--skip-memory", action="store_true", help="time the runs only")
     parser.add_argument("--write", nargs="?", const=REPO / "docs" / "benchmarks.md", type=Path, default=None,
                         help="write the report into this markdown file (default docs/benchmarks.md)")
     args = parser.parse_args()
+
     if os.geteuid() != 0:
         parser.error("run as root: the engines, the cgroup mount and the bridge need it")
     for name in ("rounds", "runs", "containers"):
         if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1, not {getattr(args, name)}")
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, not {getattr(args, name)}")
+    for name in ("warmup", "cold_runs", "settle"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name.replace('_', '-')} must not be negative, not {getattr(args, name)}")
+
     required = {"hyperfine": "hyperfine", "skopeo": "skopeo", "docker-registry": "docker-registry",
                 "busybox": "busybox-static"}
     if "podman" not in args.skip:

@@ -336,20 +336,16 @@ def test_rmi_by_id_with_two_repositories_needs_force(dockyard, test_images: Imag
 
 
 def test_rmi_refuses_image_used_by_container(dockyard, test_images: ImageSet):
-    import sqlite3
-
     dockyard.run("pull", test_images.busybox)
     config = test_images.built["busybox"].config_digest
-    # Stand in for the containers table the container service creates.
-    connection = sqlite3.connect(dockyard.root / "state.db")
-    with connection:
-        connection.execute("CREATE TABLE containers (id TEXT PRIMARY KEY, image_id TEXT)")
-        connection.execute("INSERT INTO containers VALUES ('c0ffee000000', ?)", (config,))
-    connection.close()
-    refused = dockyard.run("rmi", test_images.busybox, check=False)
-    assert refused.returncode == 1
-    assert "c0ffee000000" in refused.stderr
-    assert dockyard.image_ids() == [config]
+    container = dockyard.run("create", test_images.busybox, "true").stdout.strip()
+    try:
+        refused = dockyard.run("rmi", test_images.busybox, check=False)
+        assert refused.returncode == 1
+        assert container[:12] in refused.stderr
+        assert dockyard.image_ids() == [config]
+    finally:
+        dockyard.run("rm", "-f", container)
 
 
 def test_rmi_missing_image(dockyard):

@@ -269,7 +269,7 @@ def parse_token_response(body: bytes, now: float) -> Token:
 def unauthorized_message(registry: str, repository: str | None, detail: str) -> str:
     """Return the text of an Unauthorized error: what was denied, why, and what to do."""
     target = f"repository {repository} on registry {registry}" if repository else f"registry {registry}"
-    return f"access to {target} was denied: {detail}. Run `dockyard login {registry}` if it needs credentials"
+    return f"access to {target} was denied: {detail}. Log in with `dockyard login {registry}` and try again"
 
 
 # fetch(request) -> (HTTP status, body). It raises RegistryUnreachable when the server is unreachable.

@@ -143,7 +143,7 @@ class SnapshotStore:
         fd = self._lock(chain_id, path)
         try:
             for stale in self._tmp.glob(f"{hex_id}-*"):
-                log.warning("removing %s, left by an interrupted create or remove of snapshot %s", stale, chain_id)
+                log.debug("removing %s, left by an interrupted create or remove of snapshot %s", stale, chain_id)
                 _remove_tree(stale)
             yield
         finally:
