@@ -10,4 +10,6 @@ pytest_plugins: list[str] = [
     "tests.support.bundles",
     "tests.support.cli",
     "tests.support.containers",
+    "tests.support.network",
+    "tests.support.api",
 ]

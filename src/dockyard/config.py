@@ -12,6 +12,10 @@ and ``DOCKYARD_RUN_ROOT`` override the state directories, and the CLI's
 
     [registries."registry.example:5000"]
     insecure = true        # plain HTTP, or HTTPS without verifying the certificate
+
+    [registries."quay.io"]
+    mirrors = ["https://quay-mirror.example"]
+    mirrors_only = true    # pulls never contact quay.io itself, only its mirrors
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ class RegistryConfig:
 
     mirrors: tuple[str, ...] = ()
     insecure: bool = False
+    # Pull only from the mirrors: a reference they lack fails instead of reaching the registry itself.
+    mirrors_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,7 +97,12 @@ def load(path: Path | None = None, root: Path | None = None) -> Config:
         insecure = settings.get("insecure", is_loopback_domain(domain))
         if not isinstance(insecure, bool):
             raise InvalidArgument(f"{path}: registries.{domain!r}.insecure must be true or false")
-        registries[domain] = RegistryConfig(mirrors=tuple(mirrors), insecure=insecure)
+        mirrors_only = settings.get("mirrors_only", False)
+        if not isinstance(mirrors_only, bool):
+            raise InvalidArgument(f"{path}: registries.{domain!r}.mirrors_only must be true or false")
+        if mirrors_only and not mirrors:
+            raise InvalidArgument(f"{path}: registries.{domain!r}.mirrors_only needs at least one entry in mirrors")
+        registries[domain] = RegistryConfig(mirrors=tuple(mirrors), insecure=insecure, mirrors_only=mirrors_only)
 
     root_value = root or os.environ.get("DOCKYARD_ROOT") or data.get("root") or DEFAULT_ROOT
     run_root_value = os.environ.get("DOCKYARD_RUN_ROOT") or data.get("run_root") or DEFAULT_RUN_ROOT

@@ -28,6 +28,7 @@ or option) and, where there is one, what to do next.
     ├── RuntimeFailure             the OCI runtime could not set up or start
     │   └── ExecFailed             a process could not be started in a running container
     ├── NetworkError
+    │   └── NetworkNotFound (also NotFound)
     └── BuildError
 """
 
@@ -160,6 +161,12 @@ class ExecFailed(RuntimeFailure):
 
 class NetworkError(DockyardError):
     """Base for errors about networks, addresses and published ports."""
+
+
+class NetworkNotFound(NetworkError, NotFound):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"network {name} not found")
+        self.name = name
 
 
 class BuildError(DockyardError):

@@ -2,7 +2,8 @@
 
 At session start this plugin records the mount points in ``/proc/self/mountinfo``,
 the directories under every cgroup hierarchy's ``dockyard*`` directories, the
-interfaces in ``/sys/class/net`` and the processes already running. At session
+interfaces in ``/sys/class/net``, the nftables tables and the processes
+already running. At session
 end, after session fixtures are torn down, anything new is a leak: the run's
 exit status becomes 1 and the summary lists each leaked object.
 
@@ -38,6 +39,7 @@ class Snapshot:
     mounts: frozenset[str]
     cgroups: frozenset[str]
     interfaces: frozenset[str]
+    nft_tables: frozenset[str]
     processes: frozenset[int]
 
 
@@ -103,6 +105,17 @@ def interfaces() -> frozenset[str]:
     return frozenset(os.listdir("/sys/class/net"))
 
 
+def nft_tables() -> frozenset[str]:
+    """Return "family name" of every nftables table, or nothing where the nft command is missing."""
+    import subprocess
+
+    try:
+        listing = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return frozenset()
+    return frozenset(line.split(None, 1)[1] for line in listing.splitlines() if line.startswith("table "))
+
+
 def parent_pids() -> dict[int, int]:
     """Return pid to parent pid for every process that is still there to read."""
     parents = {}
@@ -161,7 +174,7 @@ def describe_process(pid: int) -> str:
 
 
 def take_snapshot() -> Snapshot:
-    return Snapshot(mount_points(), dockyard_cgroups(), interfaces(), frozenset(parent_pids()))
+    return Snapshot(mount_points(), dockyard_cgroups(), interfaces(), nft_tables(), frozenset(parent_pids()))
 
 
 class LeakCheck:
@@ -194,6 +207,7 @@ class LeakCheck:
             lines.append(f"cgroup {path}")
 
         lines += [f"network interface {name}" for name in sorted(after.interfaces - self.before.interfaces)]
+        lines += [f"nftables table {name}" for name in sorted(after.nft_tables - self.before.nft_tables)]
         lines += [f"process {describe_process(pid)}" for pid in self.leaked_processes()]
         return lines
 
@@ -227,5 +241,5 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for line in _check.report.lines:
         terminalreporter.line(line, red=True)
     terminalreporter.line(
-        "Remove them by hand (umount, rmdir, ip link del, kill PID) and fix the test or fixture that made them."
+        "Remove them by hand (umount, rmdir, ip link del, nft delete table, kill PID) and fix the test or fixture that made them."
     )

@@ -46,5 +46,5 @@ def body_for(error: BaseException) -> bytes:
     return json.dumps({"message": message}).encode() + b"\n"
 
 
-def not_implemented(what: str) -> ApiError:
-    return ApiError(501, f"{what} is not implemented in dockyard")
+def not_implemented(feature: str) -> ApiError:
+    return ApiError(501, f"{feature} is not implemented in dockyard")

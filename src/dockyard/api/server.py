@@ -1,9 +1,9 @@
 """The Docker Engine API server: asyncio for the sockets, h11 for HTTP/1.1.
 
-One coroutine serves each connection (``Server.handle_connection``): h11
-turns the received bytes into a ``Request`` (the body, chunked or not, is
-read in full into a spooled temporary file), the route's handler runs in a
-thread because the engine blocks, and what it returns is sent back:
+One coroutine serves each connection (``Server.handle_connection``). h11
+turns the received bytes into a ``Request``, whose body (chunked or not) is
+read in full into a spooled temporary file. The route's handler runs in a
+thread because the engine blocks, and the server sends what it returns:
 
 - ``Response``: a complete body with a Content-Length;
 - ``Stream``: a chunked body produced by a blocking generator or writer in a
@@ -74,6 +74,7 @@ class Request:
     headers: dict[str, str]          # lower-case names; repeated headers joined with ", "
     body: BinaryIO
     params: dict[str, str] = field(default_factory=dict)   # from the route's path pattern
+    status: int = 0                  # of the response sent, for the access log
 
     def arg(self, name: str, default: str | None = None) -> str | None:
         """Return the last value of a query parameter, or ``default``."""
@@ -182,9 +183,9 @@ class Stream:
 class Hijack:
     """A response that turns the connection into a raw byte stream.
 
-    ``run(sock, received)`` runs in a thread after the handshake was sent,
-    with a blocking socket and the bytes the client sent after its request;
-    it owns the socket and must close it.
+    ``run(sock, received)`` runs in a thread after the handshake was sent.
+    It gets a blocking socket and the bytes the client sent after its
+    request. The server closes the socket when ``run`` returns.
     """
 
     run: Callable[[socket.socket, bytes], None]
@@ -195,13 +196,15 @@ Handler = Callable[["Api", Request], "Response | Stream | Hijack"]
 
 
 class Api:
-    """What every route handler gets besides the request: the engine and the server's own state."""
+    """The context of every route handler: the engine and the server's own state."""
 
     def __init__(self, engine: "Engine") -> None:
         self.engine = engine
         self.started = time.time()
         # Started exec sessions of this process, by exec ID, for /exec/{id}/resize.
         self.exec_sessions: dict[str, Any] = {}
+        # Terminal sizes requested for execs whose session has not started yet, by exec ID.
+        self.exec_pending_sizes: dict[str, tuple[int, int]] = {}
         self.lock = threading.Lock()
 
 
@@ -231,7 +234,7 @@ def run_blocking(func: Callable[..., Any], *args: Any) -> "asyncio.Future[Any]":
         try:
             loop.call_soon_threadsafe(settle, *outcome)
         except RuntimeError:
-            # The loop closed while the call ran (the server is exiting); nobody waits for the result.
+            # The loop closed while the call ran because the server is exiting, so no coroutine awaits the result.
             pass
 
     threading.Thread(target=target, daemon=True, name=getattr(func, "__name__", "blocking")).start()
@@ -258,6 +261,15 @@ class StreamCancelled(Exception):
 
 
 # -- the handshake of a hijacked connection ---------------------------------------------------
+
+
+def _reason(status: int) -> bytes:
+    import http
+
+    try:
+        return http.HTTPStatus(status).phrase.encode("latin-1")
+    except ValueError:
+        return b""
 
 
 def common_headers() -> list[tuple[str, str]]:
@@ -343,19 +355,18 @@ class Server:
                     break
                 self.active += 1
                 started = time.monotonic()
-                status = 0
                 try:
                     outcome = await self._dispatch(request)
                     if isinstance(outcome, Hijack):
-                        status = 101 if wants_upgrade(request.headers) else 200
+                        request.status = 101 if wants_upgrade(request.headers) else 200
                         hijacked = True
                         await self._hijack(connection, writer, request, outcome)
                         return
-                    status = await self._send(connection, writer, request, outcome)
+                    await self._send(connection, writer, request, outcome)
                 finally:
                     self.active -= 1
                     self.last_activity = time.monotonic()
-                    access_log.info('"%s %s" %d %.3fs', request.method, request.target, status,
+                    access_log.info('"%s %s" %d %.3fs', request.method, request.target, request.status,
                                     time.monotonic() - started)
                 if connection.our_state is h11.MUST_CLOSE or connection.their_state is h11.MUST_CLOSE:
                     break
@@ -424,7 +435,8 @@ class Server:
             headers.append(("Content-Type", content_type))
         if length is not None:
             headers.append(("Content-Length", str(length)))
-        return h11.Response(status_code=status, headers=headers)
+        request.status = status
+        return h11.Response(status_code=status, headers=headers, reason=_reason(status))
 
     async def _send(self, connection: h11.Connection, writer: asyncio.StreamWriter, request: Request,
                     outcome: "Response | Stream") -> int:
@@ -536,7 +548,7 @@ class Server:
             return
         body = api_errors.body_for(error)
         try:
-            writer.write(connection.send(h11.Response(status_code=error.error_status_hint, headers=[
+            writer.write(connection.send(h11.Response(status_code=error.error_status_hint, reason=_reason(error.error_status_hint), headers=[
                 *common_headers(), ("Content-Type", "application/json"), ("Content-Length", str(len(body)))])))
             writer.write(connection.send(h11.Data(data=body)))
             writer.write(connection.send(h11.EndOfMessage()))
@@ -552,7 +564,7 @@ def parse_host(host: str) -> tuple[str, str | tuple[str, int]]:
     """Parse ``unix:///path`` or ``tcp://127.0.0.1:2375`` into ``("unix", path)`` or ``("tcp", (address, port))``.
 
     TCP is accepted only on a loopback address, because the API has no
-    authentication: whoever reaches it controls the machine.
+    authentication and any client that connects controls the machine.
     """
     import ipaddress
 
@@ -578,7 +590,7 @@ def parse_host(host: str) -> tuple[str, str | tuple[str, int]]:
 
 
 def _prepare_unix_socket(path: Path) -> None:
-    """Create the socket's directory and remove a stale socket file, refusing one that a server still answers on."""
+    """Create the socket's directory and remove a stale socket file; raise InvalidArgument if a server still listens on it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists() and not path.is_symlink():
         return
@@ -618,9 +630,13 @@ def serve(engine: "Engine", hosts: list[str], idle_timeout: float = 0, socket_mo
         for number in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(number, server.stop)
         listeners = []
+        # Only sockets this server created are removed at exit, never one another server listens on.
+        created: list[str] = []
         try:
             for kind, address in parsed:
                 listeners.append(await _listen(server, kind, address, socket_mode))
+                if kind == "unix":
+                    created.append(address)
                 log.info("API listening on %s", f"unix://{address}" if kind == "unix" else "tcp://%s:%d" % address)
             if ready is not None:
                 ready()
@@ -628,12 +644,11 @@ def serve(engine: "Engine", hosts: list[str], idle_timeout: float = 0, socket_mo
         finally:
             for listener in listeners:
                 listener.close()
-            for kind, address in parsed:
-                if kind == "unix":
-                    try:
-                        os.unlink(address)
-                    except FileNotFoundError:
-                        pass
+            for path in created:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
         log.info("API server stopped")
 
     asyncio.run(main())

@@ -1,10 +1,10 @@
-"""System routes: ``/_ping``, ``/version``, ``/info``."""
+"""System routes: ``/_ping``, ``/version``, ``/info`` and ``/system/df``."""
 
 from __future__ import annotations
 
 from dockyard.api.server import Api, Request, Response, json_response
 
-PING_HEADERS = [("Builder-Version", "1"), ("Cache-Control", "no-cache, no-store, must-revalidate"),
+PING_HEADERS = [("Builder-Version", "1"), ("Cache-Control", "no-cache"),
                 ("Pragma", "no-cache")]
 
 
@@ -24,9 +24,16 @@ def info(api: Api, request: Request) -> Response:
     return json_response(system.info(api.engine))
 
 
+def disk_usage(api: Api, request: Request) -> Response:
+    from dockyard.engine import system
+
+    return json_response(system.disk_usage(api.engine))
+
+
 ROUTES = [
     ("GET", "/_ping", ping),
     ("HEAD", "/_ping", ping),
     ("GET", "/version", version),
     ("GET", "/info", info),
+    ("GET", "/system/df", disk_usage),
 ]

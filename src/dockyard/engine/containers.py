@@ -564,6 +564,13 @@ class ContainerService:
         runtime.resume(row["id"], self.runtime_root)
         self.state.update_container(row["id"], status="running")
 
+    def resize(self, name: str, height: int, width: int) -> None:
+        """Set the size of the container's TTY; raises ContainerError for a container without one."""
+        row = self._row(name)
+        if row["status"] not in ("running", "paused"):
+            raise Conflict(f"Container {row['id']} is not running")
+        self._call({"op": "resize", "id": row["id"], "height": height, "width": width}, start=False)
+
     def rename(self, name: str, new_name: str) -> None:
         row = self._row(name)
         new_name = new_name.removeprefix("/")

@@ -95,19 +95,34 @@ class ImageService:
 
         return SnapshotStore(self.root)
 
-    def registry_client(self) -> Any:
+    def registry_client(self, auth: dict[str, str] | None = None, domain: str | None = None) -> Any:
+        """Return a registry client; ``auth`` (the API's X-Registry-Auth for ``domain``) replaces the stored credentials."""
         from dockyard.registry.client import RegistryClient
         from dockyard.registry.credentials import Credentials
 
-        return RegistryClient(self.config, Credentials.load())
+        credentials = Credentials.load()
+        if auth:
+            # Kept in memory only: the client reads credentials and never stores them.
+            server = auth.get("serveraddress") or domain or "docker.io"
+            if auth.get("identitytoken"):
+                entry = {"identitytoken": auth["identitytoken"]}
+            else:
+                entry = {"username": auth.get("username", ""), "password": auth.get("password", "")}
+            credentials = Credentials(credentials.path, {"auths": {server: entry}})
+        return RegistryClient(self.config, credentials)
 
     # -- transfers ------------------------------------------------------------
 
-    def pull(self, name: str, platform: str | None = None, progress: Progress | None = None) -> PullResult:
-        """Pull an image from its registry (mirrors first) and record it under ``name``."""
+    def pull(self, name: str, platform: str | None = None, progress: Progress | None = None,
+             auth: dict[str, str] | None = None) -> PullResult:
+        """Pull an image from its registry (mirrors first) and record it under ``name``.
+
+        ``auth`` has the keys of the API's X-Registry-Auth (username, password,
+        serveraddress, identitytoken) and replaces the stored credentials.
+        """
         from dockyard.engine.pull import Puller
 
-        return Puller(self, progress or no_progress).pull(name, platform)
+        return Puller(self, progress or no_progress, auth).pull(name, platform)
 
     def pull_all_tags(self, name: str, platform: str | None = None,
                       progress: Progress | None = None) -> builtins.list[PullResult]:
@@ -149,11 +164,11 @@ class ImageService:
             forward({"status": f"Status: Downloaded newer image for {shown}"})
         return results
 
-    def push(self, name: str, progress: Progress | None = None) -> PushResult:
-        """Push a local tag to its registry, skipping or mounting blobs the registry has."""
+    def push(self, name: str, progress: Progress | None = None, auth: dict[str, str] | None = None) -> PushResult:
+        """Push a local tag to its registry, skipping or mounting blobs the registry has; ``auth`` as for ``pull``."""
         from dockyard.engine.push import Pusher
 
-        return Pusher(self, progress or no_progress).push(name)
+        return Pusher(self, progress or no_progress, auth).push(name)
 
     def push_all_tags(self, name: str, progress: Progress | None = None) -> builtins.list[PushResult]:
         """Push every local tag of the repository ``name`` (``push --all-tags``), in tag order.

@@ -58,8 +58,9 @@ def platform_text(platform: Any) -> str:
 
 
 class Puller:
-    def __init__(self, service: ImageService, progress: Progress) -> None:
+    def __init__(self, service: ImageService, progress: Progress, auth: dict[str, str] | None = None) -> None:
         self.service = service
+        self.auth = auth
         self.store = service.store
         self.state = service.state
         self._progress = progress
@@ -82,7 +83,7 @@ class Puller:
 
         ref = references.parse(name)
         requested = platforms.parse(platform) if platform else platforms.host()
-        client = self.service.registry_client()
+        client = self.service.registry_client(self.auth, ref.domain)
 
         with locks.gc_lock(self.service.root, exclusive=False):
             top = client.get_manifest(ref)

@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 
 
 class Pusher:
-    def __init__(self, service: ImageService, progress: Progress) -> None:
+    def __init__(self, service: ImageService, progress: Progress, auth: dict[str, str] | None = None) -> None:
         self.service = service
+        self.auth = auth
         self.store = service.store
         self.state = service.state
         self._progress = progress
@@ -54,7 +55,7 @@ class Pusher:
         image_id = self.service._lookup_reference(ref)
         if image_id is None:
             raise ImageNotFound(f"{ref.familiar()} (an image does not exist locally with this tag)")
-        client = self.service.registry_client()
+        client = self.service.registry_client(self.auth, ref.domain)
 
         # Shared GC lock: a concurrent rmi must not delete the blobs being read.
         with locks.gc_lock(self.service.root, exclusive=False):

@@ -679,8 +679,8 @@ class State:
 
     # -- endpoints and sandboxes ---------------------------------------------
 
-    def add_endpoint(self, row: dict, pick_ip: Callable[[list[str]], str]) -> dict:
-        """Insert an endpoint whose ``ip`` is ``pick_ip(addresses in use on the network)``; return the row.
+    def add_endpoint(self, row: dict, pick: Callable[[list[str]], tuple[str, str]]) -> dict:
+        """Insert an endpoint whose ``ip`` and ``mac`` are ``pick(addresses in use on the network)``; return the row.
 
         The addresses are read and the row written in one transaction, so two
         processes never get the same address. Raises Conflict when the
@@ -694,7 +694,8 @@ class State:
             if existing is not None:
                 raise Conflict(f"container {row['container_id']} is already attached to network {row['network_id']}")
             used = [each[0] for each in db.execute("SELECT ip FROM endpoints WHERE network_id = ?", (row["network_id"],))]
-            row = {**row, "ip": pick_ip(used)}
+            ip, mac = pick(used)
+            row = {**row, "ip": ip, "mac": mac}
             db.execute(
                 "INSERT INTO endpoints (id, network_id, container_id, container_name, ip, mac, aliases)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -1,8 +1,9 @@
-"""What ``version`` and ``info`` report about the engine and the host, in the Engine API's shapes.
+"""Engine and host facts for ``version`` and ``info``, in the Engine API's shapes.
 
-``version(engine)`` returns a ``SystemVersion`` object and ``info(engine)`` a
-``SystemInfo`` object; ``dockyard version``, ``dockyard info`` and the API's
-``/version`` and ``/info`` render them.
+``version(engine)`` returns a ``SystemVersion`` object, ``info(engine)`` a
+``SystemInfo`` object and ``disk_usage(engine)`` a ``SystemDataUsageResponse``.
+The CLI's ``version`` and ``info`` and the API's ``/version``, ``/info`` and
+``/system/df`` render them.
 """
 
 from __future__ import annotations
@@ -150,6 +151,28 @@ def info(engine: "Engine") -> dict[str, Any]:
         "InitBinary": "docker-init",
         "SecurityOptions": ["name=seccomp,profile=builtin"],
         "Warnings": [],
+    }
+
+
+def disk_usage(engine: "Engine") -> dict[str, Any]:
+    """Return the ``SystemDataUsageResponse`` of ``GET /system/df``: images, containers and volumes with sizes."""
+    from dockyard.engine.rootfs import directory_size
+    from dockyard.engine.volumes import volume_path
+
+    images = engine.images.list()
+    containers = engine.containers.list(all=True, size=True)
+    used = engine.volumes.used_volumes()
+    volumes = []
+    for volume in engine.volumes.list():
+        size = directory_size(volume_path(engine.config.root, volume["Name"]))
+        volumes.append({**volume, "UsageData": {"Size": size, "RefCount": len(used.get(volume["Name"], []))}})
+    return {
+        # Layers shared by several images are counted once per image here, so this may exceed the disk used.
+        "LayersSize": sum(image["Size"] for image in images),
+        "Images": images,
+        "Containers": containers,
+        "Volumes": volumes,
+        "BuildCache": [],
     }
 
 

@@ -3,9 +3,9 @@
 These functions only build text; the container service writes the files.
 Docker's rules: /etc/hosts lists localhost, the ``--add-host`` entries and the
 container's own addresses with its hostname. On a user-defined network the
-container asks the embedded DNS server (``nameserver 127.0.0.11``, with
-``ndots:0``) and the host's servers become that server's upstreams; on the
-default bridge it asks the host's servers (or ``--dns``) directly.
+container queries the embedded DNS server (``nameserver 127.0.0.11``, with
+``ndots:0``), and the host's servers become that server's upstreams. On the
+default bridge it queries the host's servers (or ``--dns``) directly.
 """
 
 from __future__ import annotations
@@ -83,10 +83,10 @@ def resolv_conf(
 ) -> str:
     """Return /etc/resolv.conf for a container.
 
-    ``host_text`` is the host's resolv.conf with the servers the container
-    cannot reach (loopback ones) already removed; with ``embedded`` the
-    container's only server is the embedded DNS server, and ``dns`` or the
-    host's servers are its upstreams instead (see ``upstreams``).
+    ``host_text`` is the host's resolv.conf without the servers the container
+    cannot reach (loopback ones). With ``embedded`` the container's only
+    server is the embedded DNS server, and ``dns`` or the host's servers are
+    that server's upstreams instead (see ``upstreams``).
     """
     dns = list(dns)
     for server in dns:

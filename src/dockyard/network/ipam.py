@@ -1,9 +1,9 @@
 """IP address management: picking a subnet for a network and addresses inside it.
 
-Everything here is pure: the caller passes the subnets and addresses that are
-taken (from the state database and the host's routing table), and stores the
-result in the same transaction that read them, so an address is never handed
-out twice.
+Everything here is pure. The caller passes the subnets and addresses in use
+(from the state database and the host's routing table). It stores the result
+in the same transaction that read them, so an address is never handed out
+twice.
 """
 
 from __future__ import annotations
@@ -18,9 +18,12 @@ IPv4Address = ipaddress.IPv4Address
 
 DEFAULT_BRIDGE_SUBNET = "172.17.0.0/16"
 
-# The pools Docker's default address pools draw from for networks created
-# without --subnet: 172.17-31.0.0/16, then 192.168.0-240.0/20 in steps of 16.
-DEFAULT_POOLS: tuple[tuple[str, int], ...] = (("172.17.0.0/12", 16), ("192.168.0.0/16", 20))
+# Docker's default address pools for networks created without --subnet:
+# 172.17.0.0/16 to 172.31.0.0/16, then the /20 subnets of 192.168.0.0/16.
+DEFAULT_POOLS: tuple[tuple[str, int], ...] = (
+    *((f"172.{octet}.0.0/16", 16) for octet in range(17, 32)),
+    ("192.168.0.0/16", 20),
+)
 
 
 def parse_subnet(text: str) -> IPv4Network:
@@ -62,7 +65,7 @@ def overlaps_any(subnet: IPv4Network, others: Iterable[IPv4Network]) -> IPv4Netw
 def pick_subnet(taken: Iterable[IPv4Network], pools: Iterable[tuple[str, int]] = DEFAULT_POOLS) -> IPv4Network:
     """Return the first subnet of the pools that overlaps none of ``taken``.
 
-    ``taken`` holds the subnets of existing networks and the destinations of
+    ``taken`` contains the subnets of existing networks and the destinations of
     the host's routes, so a new bridge never hides a route the machine uses.
     A default route (0.0.0.0/0) is left out by the caller.
     """

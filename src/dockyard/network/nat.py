@@ -7,7 +7,9 @@ configuration names another) holds four base chains and one regular chain:
   ``publish``, which holds one DNAT rule per published port. ``output`` skips
   127.0.0.0/8, because loopback traffic is handled by the userland proxy.
 - ``postrouting`` (nat): one masquerade rule per non-internal network.
-- ``forward`` (filter): two drop rules per internal network, and the guard
+- ``forward`` (filter): one rule per network that drops traffic from its
+  bridge to any other bridge of the set ``bridges`` (Docker's isolation
+  between networks), two more drop rules per internal network, and the guard
   rules tests add to keep forwarded traffic off the machine's uplink.
 
 Every rule carries a comment naming its owner (``net:<bridge>``,
@@ -119,6 +121,7 @@ class Table:
         return "\n".join([
             f"add table {table}",
             f"add chain {table} publish",
+            f"add set {table} bridges {{ type ifname; }}",
             f"add chain {table} prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}",
             f"add chain {table} output {{ type nat hook output priority -100; policy accept; }}",
             f"add chain {table} postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}",
@@ -173,18 +176,26 @@ class Table:
         owner = _quote(f"net:{bridge}")
         self.delete_owned([f"net:{bridge}"])
         name = _quote(bridge)
+        commands = (
+            f"add element {FAMILY} {self.name} bridges {{ {name} }}\n"
+            f"add rule {self._prefix('forward')} iifname {name} oifname @bridges oifname != {name} drop comment {owner}\n"
+        )
         if internal:
-            commands = (
+            commands += (
                 f"add rule {self._prefix('forward')} iifname {name} oifname != {name} drop comment {owner}\n"
                 f"add rule {self._prefix('forward')} oifname {name} iifname != {name} drop comment {owner}\n"
             )
         else:
-            commands = f"add rule {self._prefix('postrouting')} ip saddr {subnet} oifname != {name} masquerade comment {owner}\n"
+            commands += f"add rule {self._prefix('postrouting')} ip saddr {subnet} oifname != {name} masquerade comment {owner}\n"
         self.nft.run(commands)
 
     def remove_network(self, bridge: str) -> None:
         if self.exists():
             self.delete_owned([f"net:{bridge}"])
+            elements = json.loads(self.nft.run(f"list set {FAMILY} {self.name} bridges"))
+            members = next((item["set"].get("elem", []) for item in elements["nftables"] if "set" in item), [])
+            if bridge in members:
+                self.nft.run(f"delete element {FAMILY} {self.name} bridges {{ {_quote(bridge)} }}\n")
 
     # -- published ports -------------------------------------------------------------
 

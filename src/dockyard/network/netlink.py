@@ -1,7 +1,7 @@
 """Links, addresses and routes through rtnetlink (pyroute2).
 
 Work inside a container's network namespace runs in a short-lived thread that
-has called ``setns(2)`` into it: a netlink socket belongs to the namespace of
+has called ``setns(2)`` into it. A netlink socket belongs to the namespace of
 the thread that opened it, and the rest of the process keeps its own
 namespace. pyroute2's own ``netns=`` option forks a child for that, which costs
 more than the whole setup.
@@ -22,8 +22,6 @@ from dockyard.errors import NetworkError
 log = logging.getLogger(__name__)
 
 CLONE_NEWNET = 0x40000000
-# Linux limits interface names to IFNAMSIZ - 1 bytes.
-MAX_INTERFACE_NAME = 15
 
 T = TypeVar("T")
 
@@ -42,6 +40,8 @@ def _setns(fd: int) -> None:
 def _iproute() -> Any:
     from pyroute2 import IPRoute
 
+    # pyroute2 logs every netlink message at debug level, which buries dockyard's own debug lines.
+    logging.getLogger("pyroute2").setLevel(logging.WARNING)
     return IPRoute()
 
 

@@ -5,7 +5,7 @@ Example::
     [network]
     default_subnet = "172.17.0.0/16"   # subnet of the default bridge network
     bridge = "dockyard0"               # interface name of the default bridge
-    nft_table = "dockyard"             # nftables table (family ip) that holds dockyard's rules
+    nft_table = "dockyard"             # nftables table (family ip) that contains dockyard's rules
     dns_upstreams = ["127.0.0.1:5353"] # where the embedded DNS server forwards; default: the host's resolv.conf
 
 Every key is optional. Two state roots on one machine (tests, for example)

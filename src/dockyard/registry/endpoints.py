@@ -99,8 +99,11 @@ def mirror_endpoint(config: Config, domain: str, mirror: str) -> Endpoint:
 
 
 def pull_endpoints(config: Config, domain: str) -> list[Endpoint]:
-    """Return the endpoints to pull from: the configured mirrors in order, then the registry."""
-    mirrors = [mirror_endpoint(config, domain, url) for url in config.registry(domain).mirrors]
+    """Return the endpoints to pull from: the configured mirrors in order, then the registry unless ``mirrors_only``."""
+    settings = config.registry(domain)
+    mirrors = [mirror_endpoint(config, domain, url) for url in settings.mirrors]
+    if settings.mirrors_only:
+        return mirrors
     return mirrors + registry_endpoints(config, domain)
 
 
