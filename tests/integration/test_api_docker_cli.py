@@ -10,6 +10,7 @@ import pytest
 
 from tests.support.api import DOCKER_CLI, ApiService
 from tests.support.containers import wait_until
+from tests.support.registry import Registry
 
 pytestmark = [
     pytest.mark.integration,
@@ -186,7 +187,7 @@ def test_pause_unpause_and_rename(docker_api: ApiService) -> None:
 def test_service_exits_when_idle(tmp_path: Path) -> None:
     import stat
 
-    from tests.support.api import start_service
+    from tests.support.api import remove_networks, start_service
 
     # No pull happens, so the mirror address is never contacted.
     service = start_service(tmp_path, "127.0.0.1:9", extra_args=("--time", "1"))
@@ -199,6 +200,7 @@ def test_service_exits_when_idle(tmp_path: Path) -> None:
         assert "no request for 1 s: stopping" in service.log()
     finally:
         service.stop()
+        remove_networks(service)
 
 
 def test_service_rejects_second_server_on_socket(docker_api: ApiService, tmp_path: Path) -> None:
@@ -258,3 +260,30 @@ def test_system_df_counts(docker_api: ApiService) -> None:
     lines = usage.splitlines()
     assert "Containers 1 1" in lines
     assert "Local Volumes 1 1" in lines
+
+
+def test_commit_makes_image(docker_api: ApiService) -> None:
+    docker_api.docker("run", "--name", "source", "busybox", "sh", "-c", "echo committed > /marker")
+    docker_api.docker("commit", "-c", "ENV FOO=bar", "-m", "a message", "source", "mine/committed:v1")
+    result = docker_api.docker("run", "--rm", "mine/committed:v1", "sh", "-c", 'cat /marker; echo "$FOO"')
+    assert result.stdout == "committed\nbar\n"
+    comment = docker_api.docker("image", "inspect", "-f", "{{.Comment}}", "mine/committed:v1")
+    assert comment.stdout.strip() == "a message"
+    docker_api.docker("rm", "source")
+    docker_api.docker("rmi", "mine/committed:v1")
+
+
+def test_login_checks_credentials(docker_api: ApiService, basic_registry: Registry) -> None:
+    rejected = docker_api.docker("login", "-u", "alice", "--password-stdin", basic_registry.host,
+                                 input="wrong\n", check=False)
+    assert rejected.returncode != 0
+    assert f"login to {basic_registry.host} as alice failed" in rejected.stderr
+    accepted = docker_api.docker("login", "-u", "alice", "--password-stdin", basic_registry.host, input="wonderland\n")
+    assert "Login Succeeded" in accepted.stdout
+    # The docker CLI stores the credentials in its own config and sends them with each push.
+    docker_api.docker("pull", "busybox")
+    docker_api.docker("tag", "busybox", f"{basic_registry.host}/cli/pushed:1")
+    pushed = docker_api.docker("push", f"{basic_registry.host}/cli/pushed:1")
+    assert "digest: sha256:" in pushed.stdout
+    docker_api.docker("logout", basic_registry.host)
+    docker_api.docker("rmi", f"{basic_registry.host}/cli/pushed:1")

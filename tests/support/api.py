@@ -17,6 +17,7 @@ removed its socket is part of the test.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -47,6 +48,7 @@ class ApiService:
     base: Path
     process: subprocess.Popen
     registry_host: str
+    network_token: str  # in the names of the service's bridge and nftables table
 
     @property
     def socket_path(self) -> Path:
@@ -112,10 +114,21 @@ class ApiService:
 
 
 def start_service(base: Path, registry_host: str, extra_args: tuple[str, ...] = ()) -> ApiService:
-    """Start ``dockyard system service`` on ``base/dockyard.sock`` and wait until ``/_ping`` returns 200."""
+    """Start ``dockyard system service`` on ``base/dockyard.sock`` and wait until ``/_ping`` returns 200.
+
+    The service's containers get a bridge, nftables table and subnet of their
+    own, and forwarded traffic to the machine's uplink is dropped;
+    ``remove_networks`` undoes all of it.
+    """
+    from tests.support.network import _free_subnet, write_network_config
+
     (base / "docker-config").mkdir(parents=True, exist_ok=True)
     config = base / "config.toml"
-    config.write_text(f'[registries."docker.io"]\nmirrors = ["http://{registry_host}"]\nmirrors_only = true\n')
+    token = secrets.token_hex(3)
+    write_network_config(config, f"dya{token}", str(_free_subnet()), f"dockyard_api_{token}", [])
+    with config.open("a") as file:
+        file.write(f'\n[registries."docker.io"]\nmirrors = ["http://{registry_host}"]\nmirrors_only = true\n')
+    _guard_uplink(f"dockyard_api_{token}")
     env = dict(os.environ)
     env.update({
         "DOCKYARD_ROOT": str(base / "root"),
@@ -132,12 +145,43 @@ def start_service(base: Path, registry_host: str, extra_args: tuple[str, ...] = 
         env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
     )
     log.close()
-    service = ApiService(base, process, registry_host)
+    service = ApiService(base, process, registry_host, token)
     if not wait_until(lambda: _answers(service) or process.poll() is not None, timeout=START_TIMEOUT) \
             or process.poll() is not None:
         service.stop()
         raise RuntimeError(f"dockyard system service did not answer /_ping:\n{service.log()}")
     return service
+
+
+def _guard_uplink(table_name: str) -> None:
+    from dockyard.network import netlink
+    from dockyard.network.nat import Table
+
+    uplink = netlink.uplink()
+    if uplink is not None:
+        Table(table_name).add_uplink_guard(uplink)
+
+
+def remove_networks(service: ApiService) -> None:
+    """Delete the bridges, veths and nftables table of the service's root."""
+    from dockyard import config as config_module
+    from dockyard.engine.state import State
+    from dockyard.network import netlink
+    from dockyard.network.nat import Table
+    from dockyard.network.service import NetworkService
+
+    config_path = service.base / "config.toml"
+    config = config_module.load(path=config_path, root=service.root)
+    config = config_module.Config(root=service.root, run_root=service.run_root, registries=config.registries,
+                                  path=config_path)
+    state = State(service.root / "state.db")
+    try:
+        NetworkService(config, state).teardown()
+        for row in state.networks():
+            netlink.delete_link(row["bridge"])
+    finally:
+        state.close()
+    Table(f"dockyard_api_{service.network_token}").delete()
 
 
 def _answers(service: ApiService) -> bool:
@@ -179,6 +223,7 @@ def api_service(registry: Registry, test_images: ImageSet) -> Iterator[ApiServic
             service.remove_everything()
             service.stop()
             stop_monitor(service)
+            remove_networks(service)
             reap_orphaned_zombies()
             assert not service.socket_path.exists(), "the service left its socket behind"
         finally:

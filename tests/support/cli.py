@@ -4,6 +4,11 @@ The fixture ``dockyard`` gives a ``Dockyard`` with its own state root,
 config file and Docker config directory (for credentials), all in a
 temporary directory that is removed afterwards. ``dockyard.another()`` makes
 a second, independent one, for checks such as "pull into a fresh root".
+
+Unless the config text has a ``[network]`` table, each installation gets a
+default bridge, subnet and nftables table of its own, with a rule that drops
+forwarded traffic leaving through the machine's uplink, and an embedded DNS
+server without upstream servers; ``remove`` deletes them.
 """
 
 from __future__ import annotations
@@ -36,6 +41,47 @@ class Dockyard:
         self.root.mkdir(parents=True, exist_ok=True)
         self.docker_config.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(self.config_text)
+        self.nft_table = ""
+        if "[network]" not in self.config_text:
+            self._add_private_network()
+
+    def _add_private_network(self) -> None:
+        import secrets
+
+        from dockyard.network import netlink
+        from dockyard.network.nat import Table
+        from tests.support.network import _free_subnet
+
+        token = secrets.token_hex(3)
+        self.nft_table = f"dockyard_cli_{token}"
+        with self.config_path.open("a") as file:
+            file.write(
+                f'\n[network]\ndefault_subnet = "{_free_subnet()}"\nbridge = "dyc{token}"\n'
+                # No upstream servers: names the embedded DNS server does not know fail at once, on the machine.
+                f'nft_table = "{self.nft_table}"\ndns_upstreams = []\n'
+            )
+        uplink = netlink.uplink()
+        if uplink is not None:
+            Table(self.nft_table).add_uplink_guard(uplink)
+
+    def _remove_networks(self) -> None:
+        """Delete the bridges, veths and rules of this root's networks, and its nftables table."""
+        from dockyard import config as config_module
+        from dockyard.engine.state import State
+        from dockyard.network import netlink
+        from dockyard.network.nat import Table
+        from dockyard.network.service import NetworkService
+
+        if (self.root / "state.db").exists():
+            state = State(self.root / "state.db")
+            try:
+                NetworkService(config_module.load(path=self.config_path, root=self.root), state).teardown()
+                for row in state.networks():
+                    netlink.delete_link(row["bridge"])
+            finally:
+                state.close()
+        if self.nft_table:
+            Table(self.nft_table).delete()
 
     @property
     def root(self) -> Path:
@@ -108,7 +154,10 @@ class Dockyard:
     def remove(self) -> None:
         for other in self.others:
             other.remove()
-        shutil.rmtree(self.base, ignore_errors=True)
+        try:
+            self._remove_networks()
+        finally:
+            shutil.rmtree(self.base, ignore_errors=True)
 
 
 @pytest.fixture

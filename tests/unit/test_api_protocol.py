@@ -170,6 +170,9 @@ class StandInContainers:
         self.attached: list[dict[str, Any]] = []
         self.container_end: socket.socket | None = None
 
+    def list(self, all: bool = False, **options: Any) -> list[dict]:
+        return []
+
     def inspect(self, name: str, size: bool = False) -> dict:
         if name != "box":
             raise errors.ContainerNotFound(name)
@@ -335,3 +338,21 @@ def test_attach_detach_keys(connection: Connection, engine: StandInEngine) -> No
     assert container.recv(64) == b"ab"
     # After the detach key the server closes the attachment, and so the connection, without closing stdin first.
     assert connection.read_all() == b""
+
+
+def test_stream_ends_when_client_leaves(connection: Connection) -> None:
+    connection.client.sendall(b"GET /events HTTP/1.1\r\nHost: d\r\n\r\n")
+    head = connection.read_until(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Transfer-Encoding: chunked" in head
+    # No event is due, so only the server's read of the connection can notice that the client left.
+    connection.client.close()
+    connection.thread.join(timeout=10)
+    assert not connection.thread.is_alive()
+
+
+def test_events_until_past_ends_at_once(connection: Connection) -> None:
+    connection.client.sendall(b"GET /events?until=1 HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+    response = connection.read_all()
+    assert response.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert response.endswith(b"\r\n\r\n0\r\n\r\n")

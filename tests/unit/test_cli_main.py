@@ -70,3 +70,12 @@ def test_history_human_flag_values():
     assert parser.parse_args(["history", "--human=false", "--human=true", "img"]).human is True
     with_value = parser.parse_args(["history", "-H", "false"])
     assert (with_value.human, with_value.image) == (True, "false")
+
+
+def test_abbreviated_flag_rejected(capsys):
+    from dockyard.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--priv", "busybox", "true"])
+    assert exit_info.value.code == 125
+    assert "--priv" in capsys.readouterr().err

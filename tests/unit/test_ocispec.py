@@ -283,10 +283,29 @@ def test_generate_init_without_binary_fails():
         generate({}, {"Init": True})
 
 
-@pytest.mark.parametrize("mode", ["bridge", "container:abc", "mynet"])
-def test_unsupported_network_modes_fail(mode):
-    with pytest.raises(InvalidArgument, match="not supported yet"):
-        generate({}, {"NetworkMode": mode})
+@pytest.mark.parametrize(("mode", "kind"), [
+    ("", "bridge"), ("default", "bridge"), ("bridge", "bridge"), ("mynet", "bridge"),
+    ("host", "host"), ("none", "none"), ("container:abc", "container"),
+])
+def test_network_mode_kinds(mode, kind):
+    assert ocispec.network_mode({"NetworkMode": mode}) == kind
+
+
+def test_network_mode_container_without_name_fails():
+    with pytest.raises(InvalidArgument, match="container:"):
+        ocispec.network_mode({"NetworkMode": "container:"})
+
+
+@pytest.mark.parametrize("mode", ["bridge", "mynet"])
+def test_generate_bridge_modes_keep_network_namespace(mode):
+    spec = generate({}, {"NetworkMode": mode})
+    assert {"type": "network"} in spec["linux"]["namespaces"]
+
+
+def test_generate_joins_given_network_namespace():
+    spec = ocispec.generate(merge({}, {"Cmd": ["sh"]}), {"NetworkMode": "container:abc"}, container_id=CONTAINER_ID,
+                            rootfs="/r", user={"uid": 0, "gid": 0}, mounts=[], network_namespace="/proc/42/ns/net")
+    assert {"type": "network", "path": "/proc/42/ns/net"} in spec["linux"]["namespaces"]
 
 
 def test_user_tmpfs_replaces_default_dev_shm():

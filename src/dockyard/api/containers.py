@@ -20,11 +20,13 @@ log = logging.getLogger(__name__)
 MULTIPLEXED_STREAM = "application/vnd.docker.multiplexed-stream"
 RAW_STREAM = "application/vnd.docker.raw-stream"
 CHUNK_SIZE = 65536
-# How long wait gives the engine's wait call to reach the monitor before the
-# response headers go out. Clients such as the docker CLI start the container
-# once they have the headers, so a wait for next-exit registered later could
-# miss a short-lived container's exit.
-# NOTE: an estimate: the engine does not report when its wait is registered.
+# How long a wait for next-exit gives the engine's wait call to reach the
+# monitor before the response headers go out. Clients such as the docker CLI
+# start the container once they have the headers, so a wait registered later
+# could miss a short-lived container's exit. The other conditions have no such
+# race: not-running checks the recorded state, and the monitor keeps recent
+# exit codes for removed.
+# NOTE: an estimate, because the engine does not report when its wait is registered.
 WAIT_HEAD_START = 0.2
 # Docker's default detach sequence for attach with stdin: ctrl-p, ctrl-q.
 DEFAULT_DETACH_KEYS = b"\x10\x11"
@@ -149,7 +151,8 @@ def wait(api: Api, request: Request) -> Stream:
             done.set()
 
     threading.Thread(target=run, daemon=True, name="wait").start()
-    if done.wait(WAIT_HEAD_START) and "error" in outcome:
+    # The short wait for the other conditions still turns an early error (an invalid condition) into an HTTP error.
+    if done.wait(WAIT_HEAD_START if condition == "next-exit" else 0.05) and "error" in outcome:
         raise outcome["error"]
 
     def body() -> Iterator[bytes]:

@@ -1,4 +1,4 @@
-"""Image routes: pull (``/images/create``), list, inspect, history, tag, push, remove, prune, save and load."""
+"""Image routes: pull (``/images/create``), list, inspect, history, tag, push, remove, prune, save, load and commit."""
 
 from __future__ import annotations
 
@@ -168,6 +168,24 @@ def load(api: Api, request: Request) -> Stream:
     return Stream(chunks=progress_stream(run, finish))
 
 
+def commit(api: Api, request: Request) -> Response:
+    """``POST /commit``: make an image from a container's changes, tagged ``repo:tag`` when given."""
+    from dockyard.engine.filesystem import FilesystemService
+
+    container = request.arg("container")
+    if not container:
+        raise InvalidArgument("container is required: POST /commit?container=NAME&repo=REPOSITORY&tag=TAG")
+    repository = request.arg("repo")
+    reference = _reference(repository, request.arg("tag")) if repository else None
+    body = request.json()
+    image_id = FilesystemService(api.engine).commit(
+        container, reference, changes_text=request.query.get("changes") or [], comment=request.arg("comment") or "",
+        author=request.arg("author") or "", pause=request.flag("pause", default=True),
+        config=body if isinstance(body, dict) and body else None,
+    )
+    return json_response({"Id": image_id}, status=201)
+
+
 def search(api: Api, request: Request) -> Response:
     raise not_implemented("searching a registry (GET /images/search)")
 
@@ -179,6 +197,7 @@ ROUTES = [
     ("GET", "/images/get", save),
     ("POST", "/images/prune", prune),
     ("GET", "/images/search", search),
+    ("POST", "/commit", commit),
     ("GET", "/images/{name:path}/json", inspect),
     ("GET", "/images/{name:path}/history", history),
     ("GET", "/images/{name:path}/get", save),

@@ -3,8 +3,6 @@
 With a network service on the engine (``engine.networks``), the routes call
 it. Without one they serve the built-in ``bridge``, ``host`` and ``none``
 networks read-only, and return 501 for the rest.
-
-TODO: connect and disconnect, once the engine can attach a running container by name.
 """
 
 from __future__ import annotations
@@ -110,12 +108,40 @@ def prune(api: Api, request: Request) -> Response:
     return json_response({"NetworksDeleted": service.prune() or None})
 
 
+def connect(api: Api, request: Request) -> Response:
+    """Attach a container to a network; a running one gets its interface at once."""
+    service = _service(api)
+    if service is None:
+        return unsupported(api, request)
+    body = request.json()
+    if not body.get("Container"):
+        raise InvalidArgument("invalid request: the body of POST /networks/{id}/connect needs Container")
+    info = api.engine.containers.inspect(body["Container"])
+    state = info["State"]
+    netns = state["Pid"] if state.get("Running") and state.get("Pid") else None
+    service.connect(info["Id"], request.params["id"], name=info["Name"].removeprefix("/"),
+                    endpoint_config=body.get("EndpointConfig") or {}, netns=netns)
+    return Response(200, b"", None)
+
+
+def disconnect(api: Api, request: Request) -> Response:
+    service = _service(api)
+    if service is None:
+        return unsupported(api, request)
+    body = request.json()
+    if not body.get("Container"):
+        raise InvalidArgument("invalid request: the body of POST /networks/{id}/disconnect needs Container")
+    info = api.engine.containers.inspect(body["Container"])
+    service.disconnect(info["Id"], request.params["id"], force=bool(body.get("Force")))
+    return Response(200, b"", None)
+
+
 ROUTES = [
     ("GET", "/networks", list_networks),
     ("POST", "/networks/create", create),
     ("POST", "/networks/prune", prune),
     ("GET", "/networks/{id}", inspect),
-    ("POST", "/networks/{id}/connect", unsupported),
-    ("POST", "/networks/{id}/disconnect", unsupported),
+    ("POST", "/networks/{id}/connect", connect),
+    ("POST", "/networks/{id}/disconnect", disconnect),
     ("DELETE", "/networks/{id}", remove),
 ]

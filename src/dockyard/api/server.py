@@ -362,8 +362,9 @@ class Server:
                         hijacked = True
                         await self._hijack(connection, writer, request, outcome)
                         return
-                    await self._send(connection, writer, request, outcome)
+                    await self._send(connection, reader, writer, request, outcome)
                 finally:
+                    request.body.close()
                     self.active -= 1
                     self.last_activity = time.monotonic()
                     access_log.info('"%s %s" %d %.3fs', request.method, request.target, request.status,
@@ -438,10 +439,10 @@ class Server:
         request.status = status
         return h11.Response(status_code=status, headers=headers, reason=_reason(status))
 
-    async def _send(self, connection: h11.Connection, writer: asyncio.StreamWriter, request: Request,
-                    outcome: "Response | Stream") -> int:
+    async def _send(self, connection: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    request: Request, outcome: "Response | Stream") -> int:
         if isinstance(outcome, Stream):
-            return await self._send_stream(connection, writer, request, outcome)
+            return await self._send_stream(connection, reader, writer, request, outcome)
         writer.write(connection.send(self._head(request, outcome.status, outcome.content_type, outcome.headers,
                                                 len(outcome.body))))
         if outcome.body and request.method != "HEAD":
@@ -450,8 +451,8 @@ class Server:
         await writer.drain()
         return outcome.status
 
-    async def _send_stream(self, connection: h11.Connection, writer: asyncio.StreamWriter, request: Request,
-                           stream: Stream) -> int:
+    async def _send_stream(self, connection: h11.Connection, reader: asyncio.StreamReader,
+                           writer: asyncio.StreamWriter, request: Request, stream: Stream) -> int:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(STREAM_QUEUE_SIZE)
         cancelled = threading.Event()
@@ -459,7 +460,20 @@ class Server:
         def put(kind: str, value: Any) -> None:
             if cancelled.is_set() and kind == "data":
                 raise StreamCancelled()
-            asyncio.run_coroutine_threadsafe(queue.put((kind, value)), loop).result()
+            operation = queue.put((kind, value))
+            try:
+                future = asyncio.run_coroutine_threadsafe(operation, loop)
+            except RuntimeError:
+                # The event loop closed because the server is exiting, so no coroutine reads this stream.
+                operation.close()
+                return
+            while True:
+                try:
+                    future.result(timeout=1.0)
+                    return
+                except TimeoutError:
+                    if loop.is_closed():
+                        return
 
         def produce() -> None:
             chunks: Iterable[bytes] | None = stream.chunks
@@ -469,6 +483,8 @@ class Server:
                 else:
                     assert chunks is not None
                     for chunk in chunks:
+                        if cancelled.is_set():
+                            raise StreamCancelled()
                         if chunk:
                             put("data", chunk)
             except StreamCancelled:
@@ -495,12 +511,27 @@ class Server:
             pending = await queue.get()
             if pending[0] == "error":
                 response = self.error_response(request, pending[1])
-                return await self._send(connection, writer, request, response)
+                return await self._send(connection, reader, writer, request, response)
         writer.write(connection.send(self._head(request, stream.status, stream.content_type, stream.headers, None)))
+        # Reading while the stream runs notices a client that left even when no chunk is due.
+        # Clients send nothing else before the response ends, but anything they do send is kept for h11.
+        client_read = asyncio.ensure_future(reader.read(READ_SIZE))
         try:
             await writer.drain()
             while True:
-                kind, value = pending if pending is not None else await queue.get()
+                if pending is None:
+                    next_item = asyncio.ensure_future(queue.get())
+                    while not next_item.done():
+                        await asyncio.wait({next_item, client_read}, return_when=asyncio.FIRST_COMPLETED)
+                        if client_read.done():
+                            received = client_read.result()
+                            if not received:
+                                next_item.cancel()
+                                raise ConnectionResetError("the client closed the connection during a stream")
+                            connection.receive_data(received)
+                            client_read = asyncio.ensure_future(reader.read(READ_SIZE))
+                    pending = next_item.result()
+                kind, value = pending
                 pending = None
                 if kind == "data":
                     writer.write(connection.send(h11.Data(data=value)))
@@ -517,7 +548,20 @@ class Server:
             cancelled.set()
             asyncio.create_task(drain_queue())
             raise
+        finally:
+            await self._finish_read(connection, client_read)
         return stream.status
+
+    @staticmethod
+    async def _finish_read(connection: h11.Connection, client_read: "asyncio.Future[bytes]") -> None:
+        """Stop the read that watched for the client leaving; what it read (if anything) goes to h11."""
+        client_read.cancel()
+        try:
+            received = await client_read
+        except (asyncio.CancelledError, ConnectionError):
+            return
+        if received and connection.their_state is not h11.CLOSED:
+            connection.receive_data(received)
 
     async def _hijack(self, connection: h11.Connection, writer: asyncio.StreamWriter, request: Request,
                       hijack: Hijack) -> None:

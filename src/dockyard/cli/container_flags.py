@@ -687,12 +687,21 @@ def add_create_flags(parser: argparse.ArgumentParser, run: bool) -> None:
     _append(parser, "-l", "--label", help="set a label on the container", metavar="KEY[=VALUE]")
     _append(parser, "--label-file", help="read labels from a file of KEY=VALUE lines", metavar="FILE")
 
-    parser.add_argument("--network", "--net", help="network mode to connect the container to (none, host, ...)")
+    parser.add_argument("--network", "--net",
+                        help="network to connect the container to: bridge (default), a network name, host, none or container:NAME")
+    _append(parser, "--network-alias", "--net-alias", help="add a network-scoped DNS alias for the container", metavar="ALIAS")
+    parser.add_argument("--ip", help="IPv4 address of the container on its user-defined network")
+    parser.add_argument("--mac-address", help="MAC address of the container's interface, such as 02:42:ac:11:00:02")
+    _append(parser, "--add-host", help="add a line to /etc/hosts; IP may be host-gateway", metavar="HOST:IP")
+    _append(parser, "--dns", help="set a DNS server the container uses", metavar="IP")
+    _append(parser, "--dns-search", help="set a DNS search domain", metavar="DOMAIN")
+    _append(parser, "--dns-option", "--dns-opt", help="set a resolv.conf option, such as ndots:2", metavar="OPTION")
     _append(parser, "--expose", help="expose a port or range without publishing it", metavar="PORT[/PROTOCOL]")
     _append(parser, "-p", "--publish", help="publish a container port: [IP:][HOST_PORT:]CONTAINER_PORT[/PROTOCOL]", metavar="SPEC")
     parser.add_argument("-P", "--publish-all", action="store_true", help="publish every exposed port to a random host port")
     parser.add_argument("--platform", help="platform of the image to pull and run (os/arch[/variant])")
     parser.add_argument("--pull", default="missing", help="pull the image before creating: missing (default), always or never")
+    parser.add_argument("--runtime", help="OCI runtime that runs the container (default: dockyard's built-in runtime)")
 
     parser.add_argument("image", metavar="IMAGE")
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="[COMMAND] [ARG...]")
@@ -789,8 +798,7 @@ def build_create_request(args: argparse.Namespace, environ: Mapping[str, str] | 
     _add_security(args, host)
     _add_lifecycle(args, host)
 
-    if args.network:
-        host["NetworkMode"] = args.network
+    _add_network(args, config, host)
     exposed: dict[str, dict] = {}
     for value in args.expose:
         for port, _ in _convert("--expose", value, parse_expose):
@@ -813,6 +821,30 @@ def build_create_request(args: argparse.Namespace, environ: Mapping[str, str] | 
 
     config["HostConfig"] = host
     return CreateRequest(body=config, name=args.name, platform=args.platform, pull=args.pull)
+
+
+def _add_network(args: argparse.Namespace, config: dict[str, Any], host: dict[str, Any]) -> None:
+    if args.network:
+        host["NetworkMode"] = args.network
+    endpoint: dict[str, Any] = {}
+    if args.network_alias:
+        endpoint["Aliases"] = list(args.network_alias)
+    if args.ip:
+        endpoint["IPAMConfig"] = {"IPv4Address": args.ip}
+    if args.mac_address:
+        endpoint["MacAddress"] = args.mac_address
+    if endpoint:
+        config["NetworkingConfig"] = {"EndpointsConfig": {args.network or "default": endpoint}}
+    if args.add_host:
+        host["ExtraHosts"] = list(args.add_host)
+    if args.dns:
+        host["Dns"] = list(args.dns)
+    if args.dns_search:
+        host["DnsSearch"] = list(args.dns_search)
+    if args.dns_option:
+        host["DnsOptions"] = list(args.dns_option)
+    if args.runtime:
+        host["Runtime"] = args.runtime
 
 
 def _add_resources(args: argparse.Namespace, host: dict[str, Any]) -> None:

@@ -106,6 +106,8 @@ class Parser(argparse.ArgumentParser):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # docker accepts no abbreviated flags: `--priv` must be an error, not `--privileged`.
+        kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
         self.register("action", "parsers", SelectiveSubParsersAction)
 

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from dockyard.engine.images import ImageService
     from dockyard.engine.state import State
     from dockyard.engine.volumes import VolumeService
+    from dockyard.network.service import NetworkService
 
 
 class Engine:
@@ -44,7 +45,13 @@ class Engine:
     def containers(self) -> "ContainerService":
         from dockyard.engine.containers import ContainerService
 
-        return ContainerService(self.config, self.state, self.images, self.volumes)
+        return ContainerService(self.config, self.state, self.images, self.volumes, lambda: self.networks)
+
+    @cached_property
+    def networks(self) -> "NetworkService":
+        from dockyard.network.service import NetworkService
+
+        return NetworkService(self.config, self.state)
 
     def close(self) -> None:
         if "state" in self.__dict__:

@@ -27,8 +27,9 @@ import os
 import re
 import signal as signals
 import time
+from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from dockyard.engine import monitor, ocispec, rootfs
 from dockyard.engine.logs import LogEntry, format_time, log_options, parse_time
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from dockyard.engine.images import ImageService
     from dockyard.engine.state import State
     from dockyard.engine.volumes import VolumeService
+    from dockyard.network.service import NetworkService
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,11 @@ ZERO_TIME = "0001-01-01T00:00:00Z"
 ACTIVE = ("running", "paused", "restarting")
 STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
 RESTART_POLICIES = ("", "no", "always", "unless-stopped", "on-failure")
+# The OCI runtime that runs containers: dockyard's own (``dockyard.runtime``).
+DEFAULT_RUNTIME = "dockyard"
+# HostConfig fields that configure a container's own network; a container
+# that joins another one's network namespace (container:<name>) cannot set them.
+OWN_NETWORK_FIELDS = ("PortBindings", "PublishAllPorts", "ExtraHosts", "Dns", "DnsSearch", "DnsOptions")
 # Socket timeout for monitor requests that return at once.
 REQUEST_TIMEOUT = 120.0
 # A monitor that is exiting after its idle timeout may accept a connection and
@@ -162,7 +169,8 @@ def _since(timestamp: str) -> float:
 class ContainerService:
     """Containers in one dockyard root; reached as ``Engine(config).containers``."""
 
-    def __init__(self, config: "Config", state: "State", images: "ImageService", volumes: "VolumeService") -> None:
+    def __init__(self, config: "Config", state: "State", images: "ImageService", volumes: "VolumeService",
+                 networks: "Callable[[], NetworkService] | None" = None) -> None:
         self.config = config
         self.root = Path(config.root)
         self.run_root = Path(config.run_root)
@@ -171,6 +179,16 @@ class ContainerService:
         self.volumes = volumes
         self.runtime_root = self.run_root / "runtime"
         self.monitor_dir = monitor.monitor_dir(self.root, self.run_root)
+        self._network_factory = networks
+
+    @cached_property
+    def networks(self) -> "NetworkService":
+        """The network service, imported on first use: most container commands never need it."""
+        if self._network_factory is not None:
+            return self._network_factory()
+        from dockyard.network.service import NetworkService
+
+        return NetworkService(self.config, self.state)
 
     # -- names -------------------------------------------------------------------
 
@@ -250,20 +268,31 @@ class ContainerService:
                 "CopyUp": copy_up,
                 "Lowers": lowers,
                 "User": user,
+                # Kept for the network service, which reads them from a create body at every start.
+                "NetworkingConfig": body.get("NetworkingConfig") or {},
+                "MacAddress": body.get("MacAddress") or "",
             }
             # Generating the spec now reports invalid options at create time, as Docker does.
             rootfs.prepare(self.root, self.run_root, container_id)
+            name = name or self._new_name()
+            recorded = False
             try:
                 self._write_bundle(container_id, record)
                 self.state.add_container({
                     "id": container_id,
-                    "name": name or self._new_name(),
+                    "name": name,
                     "image": image_name,
                     "image_id": image_id,
                     "created": _now(),
                     "config": json.dumps(record),
                 })
+                recorded = True
+                if ocispec.network_mode(host_config) == "bridge":
+                    self._allocate_network(container_id, name, record)
             except BaseException:
+                if recorded:
+                    self._release_network(container_id, host_config)
+                    self.state.delete_container(container_id)
                 rootfs.remove_files(self.root, self.run_root, container_id)
                 for volume in anonymous:
                     self.volumes.delete(volume)
@@ -271,11 +300,39 @@ class ContainerService:
         log.debug("created container %s from image %s", container_id, image_id)
         return container_id
 
+    def _allocate_network(self, container_id: str, name: str, record: dict) -> None:
+        """Allocate the container's endpoints and write its /etc/hosts and resolv.conf for them."""
+        body = network_body(record)
+        self.networks.allocate(container_id, name, body)
+        hosts_text, resolv_text = self.networks.etc_files(container_id, body, rootfs.container_resolv_text())
+        directory = rootfs.container_dir(self.root, container_id)
+        (directory / "hosts").write_text(hosts_text)
+        (directory / "resolv.conf").write_text(resolv_text)
+
+    def _release_network(self, container_id: str, host_config: dict) -> None:
+        if ocispec.network_mode(host_config) == "bridge":
+            self.networks.release(container_id)
+
     def _host_config(self, requested: dict[str, Any]) -> dict[str, Any]:
         """Return the HostConfig with Docker's defaults filled in, after checking what dockyard supports."""
         host_config = dict(requested)
-        ocispec.network_mode(host_config)
+        mode = ocispec.network_mode(host_config)
         host_config.setdefault("NetworkMode", "default")
+        if mode == "container":
+            for field in OWN_NETWORK_FIELDS:
+                if host_config.get(field):
+                    raise InvalidArgument(
+                        f"conflicting options: HostConfig.{field} cannot be used with network mode "
+                        f"{host_config['NetworkMode']}, which shares another container's network"
+                    )
+            self.resolve(host_config["NetworkMode"].removeprefix("container:"))
+        runtime_name = host_config.get("Runtime") or DEFAULT_RUNTIME
+        if runtime_name != DEFAULT_RUNTIME:
+            # TODO: run external OCI runtimes (runc, crun) with the same bundle; only the built-in one works now.
+            raise InvalidArgument(
+                f"runtime {runtime_name!r} is not supported yet: only the built-in runtime {DEFAULT_RUNTIME!r} is"
+            )
+        host_config["Runtime"] = runtime_name
 
         policy = dict(host_config.get("RestartPolicy") or {})
         policy.setdefault("Name", "no")
@@ -302,7 +359,7 @@ class ContainerService:
 
         if host_config.get("Init") and ocispec.find_init_binary() is None:
             raise InvalidArgument("--init needs docker-init or tini-static installed on the host; neither was found")
-        for unsupported in ("PortBindings", "Links", "VolumesFrom", "Devices", "ExtraHosts", "Dns"):
+        for unsupported in ("Links", "VolumesFrom", "Devices"):
             if host_config.get(unsupported):
                 raise InvalidArgument(f"HostConfig.{unsupported} is not supported yet")
         return host_config
@@ -394,9 +451,15 @@ class ContainerService:
             if destination not in taken:
                 add_volume(None, destination, False)
 
-        host_network = ocispec.network_mode(host_config) == "host"
+        mode = ocispec.network_mode(host_config)
+        host_network = mode == "host"
         hostname = rootfs.hostname() if host_network else config["Hostname"]
         files = rootfs.write_etc_files(self.root, container_id, hostname, host_network)
+        if mode == "container":
+            # As in Docker, the container sees the /etc/hosts and resolv.conf of the container whose network it joins.
+            other = rootfs.container_dir(self.root, self.resolve(host_config["NetworkMode"].removeprefix("container:")))
+            files["hosts"] = other / "hosts"
+            files["resolv.conf"] = other / "resolv.conf"
         for name, path in files.items():
             destination = f"/etc/{name}"
             if destination not in taken:
@@ -405,11 +468,17 @@ class ContainerService:
         oci.sort(key=lambda entry: entry["destination"].rstrip("/").count("/"))
         return oci, points, anonymous, copy_up
 
-    def _write_bundle(self, container_id: str, record: dict) -> None:
-        """Write config.json and monitor.json into the container's bundle directory."""
+    def _write_bundle(self, container_id: str, record: dict, starting: bool = False) -> None:
+        """Write config.json and monitor.json into the container's bundle directory.
+
+        ``starting`` is set by ``start``: a container in ``container:<name>``
+        network mode then gets that container's network namespace, which
+        exists only while it runs.
+        """
         bundle = rootfs.bundle_dir(self.run_root, container_id)
         rootfs.prepare(self.root, self.run_root, container_id)
         host_config = record["HostConfig"]
+        mode = ocispec.network_mode(host_config)
         spec = ocispec.generate(
             record["Config"], host_config,
             container_id=container_id,
@@ -418,6 +487,7 @@ class ContainerService:
             mounts=record["OciMounts"],
             init_binary=ocispec.find_init_binary() if host_config.get("Init") else None,
             host_hostname=rootfs.hostname(),
+            network_namespace=self._joined_namespace(host_config["NetworkMode"]) if starting and mode == "container" else None,
         )
         max_size, max_file = log_options(host_config["LogConfig"]["Config"])
         config = record["Config"]
@@ -434,9 +504,22 @@ class ContainerService:
             "auto_remove": bool(host_config.get("AutoRemove")),
             "anonymous_volumes": record["AnonymousVolumes"],
             "copy_up": record.get("CopyUp") or [],
+            # The monitor sets up the network of a bridge-mode container with the
+            # network service of this configuration file.
+            "network": mode == "bridge",
+            "network_body": network_body(record) if mode == "bridge" else None,
+            "config_path": str(self.config.path) if self.config.path else None,
         }
         (bundle / "config.json").write_text(json.dumps(spec, indent=1))
         (bundle / "monitor.json").write_text(json.dumps(launch))
+
+    def _joined_namespace(self, network_mode: str) -> str:
+        """Return the network namespace path of the running container that ``container:<name>`` names."""
+        name = network_mode.removeprefix("container:")
+        row = self.state.container(self.resolve(name))
+        if row is None or row["status"] not in ("running", "paused") or not row["pid"]:
+            raise Conflict(f"cannot join network namespace of a non running container: {name}")
+        return f"/proc/{row['pid']}/ns/net"
 
     # -- the monitor --------------------------------------------------------------
 
@@ -492,6 +575,9 @@ class ContainerService:
             except Exception as error:  # noqa: BLE001 - cleanup continues with the other steps
                 log.error("deleting the runtime state of container %s failed: %s", container_id, error)
         rootfs.unmount(self.run_root, container_id)
+        if self.state.sandbox(container_id) is not None:
+            # The proxy and DNS server outlived the monitor that started them.
+            self.networks.stop(container_id)
         self.state.update_container(container_id, status="exited", pid=0, exit_code=monitor.UNKNOWN_EXIT_CODE,
                                     error=message, finished_at=_now())
 
@@ -506,7 +592,7 @@ class ContainerService:
         if row["status"] == "paused":
             raise Conflict("cannot start a paused container, try unpause instead")
         record = json.loads(row["config"])
-        self._write_bundle(container_id, record)
+        self._write_bundle(container_id, record, starting=True)
         try:
             self._call({"op": "start", "id": container_id})
         except Exception as error:
@@ -633,8 +719,10 @@ class ContainerService:
             self._call({"op": "forget", "id": container_id}, start=False)
         if (self.runtime_root / container_id).exists():
             runtime.delete(container_id, self.runtime_root, force=True)
-        rootfs.remove_files(self.root, self.run_root, container_id)
         record = json.loads(row["config"])
+        if self.state.endpoints(container_id=container_id) or self.state.sandbox(container_id) is not None:
+            self.networks.release(container_id)
+        rootfs.remove_files(self.root, self.run_root, container_id)
         self.state.delete_container(container_id)
         for volume in record.get("AnonymousVolumes") or []:
             if volumes and self.state.volume(volume) is not None and not self.volumes.used_volumes().get(volume):
@@ -778,13 +866,61 @@ class ContainerService:
             "ImageID": row["image_id"],
             "Command": " ".join(args),
             "Created": int(parse_time(row["created"])),
-            "Ports": [],
+            "Ports": summary_ports(config.get("ExposedPorts"), self._published_ports(row)),
             "Labels": config.get("Labels") or {},
             "State": row["status"],
             "Status": self.status_text(row),
             "HostConfig": {"NetworkMode": record["HostConfig"].get("NetworkMode", "default")},
-            "NetworkSettings": {"Networks": {}},
+            "NetworkSettings": {"Networks": self._networks_setting(row, record)},
             "Mounts": record.get("Mounts") or [],
+        }
+
+    def _published_ports(self, row: dict) -> builtins.list[dict]:
+        if row["status"] not in ("running", "paused") or self.state.sandbox(row["id"]) is None:
+            return []
+        return self.networks.published_ports(row["id"])
+
+    def _networks_setting(self, row: dict, record: dict) -> dict[str, dict]:
+        """Return ``NetworkSettings.Networks``; addresses are shown only while the container runs, as in Docker."""
+        mode = record["HostConfig"].get("NetworkMode") or "default"
+        kind = ocispec.network_mode(record["HostConfig"])
+        if kind in ("host", "none"):
+            return {mode: _empty_endpoint()}
+        if kind == "container" or not self.state.endpoints(container_id=row["id"]):
+            return {}
+        networks = self.networks.endpoints(row["id"])
+        if row["status"] not in ("running", "paused"):
+            for settings in networks.values():
+                settings.update(IPAddress="", IPPrefixLen=0, Gateway="", MacAddress="")
+        return networks
+
+    def _network_settings(self, row: dict, record: dict) -> dict:
+        """Return the inspect object's ``NetworkSettings``, with Docker's top-level fields of the default bridge."""
+        from dockyard.network import ports
+
+        networks = self._networks_setting(row, record)
+        sandbox = self.state.sandbox(row["id"]) if row["status"] in ("running", "paused") else None
+        published = self._published_ports(row)
+        bridge = networks.get("bridge") or {}
+        return {
+            "Bridge": "",
+            "SandboxID": row["id"] if sandbox else "",
+            "SandboxKey": sandbox["netns"] if sandbox else "",
+            "Ports": ports.ports_setting(record["Config"].get("ExposedPorts"), published),
+            "HairpinMode": False,
+            "LinkLocalIPv6Address": "",
+            "LinkLocalIPv6PrefixLen": 0,
+            "SecondaryIPAddresses": None,
+            "SecondaryIPv6Addresses": None,
+            "EndpointID": bridge.get("EndpointID", ""),
+            "Gateway": bridge.get("Gateway", ""),
+            "GlobalIPv6Address": "",
+            "GlobalIPv6PrefixLen": 0,
+            "IPAddress": bridge.get("IPAddress", ""),
+            "IPPrefixLen": bridge.get("IPPrefixLen", 0),
+            "IPv6Gateway": "",
+            "MacAddress": bridge.get("MacAddress", ""),
+            "Networks": networks,
         }
 
     def inspect(self, name: str, size: bool = False) -> dict:
@@ -840,7 +976,7 @@ class ContainerService:
             },
             "Mounts": record.get("Mounts") or [],
             "Config": config,
-            "NetworkSettings": {"Networks": {}, "Ports": {}, "SandboxKey": ""},
+            "NetworkSettings": self._network_settings(row, record),
         }
         if size:
             result.update(self._sizes(row))
@@ -912,6 +1048,43 @@ class ContainerService:
             if time.monotonic() > deadline:
                 raise ContainerError(f"the container monitor (pid {pid}) did not exit within {timeout} s")
             time.sleep(0.02)
+
+
+def network_body(record: dict) -> dict:
+    """Return the create body the network service reads, rebuilt from a container's stored record."""
+    return {
+        **record["Config"],
+        "MacAddress": record.get("MacAddress") or "",
+        "HostConfig": record["HostConfig"],
+        "NetworkingConfig": record.get("NetworkingConfig") or {},
+    }
+
+
+def _empty_endpoint() -> dict:
+    """Return the EndpointSettings Docker shows for the host and none modes, which have no addresses of their own."""
+    return {
+        "IPAMConfig": None, "Links": None, "Aliases": None, "MacAddress": "", "DriverOpts": None, "GwPriority": 0,
+        "NetworkID": "", "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "",
+        "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DNSNames": None,
+    }
+
+
+def summary_ports(exposed: dict | None, published: builtins.list[dict]) -> builtins.list[dict]:
+    """Return ContainerSummary ``Ports``: each published mapping, and each exposed port that has none."""
+    found = []
+    mapped = set()
+    for mapping in published:
+        mapped.add((mapping["ContainerPort"], mapping["Protocol"]))
+        found.append({
+            "IP": mapping["HostIp"] or "0.0.0.0", "PrivatePort": mapping["ContainerPort"],
+            "PublicPort": mapping["HostPort"], "Type": mapping["Protocol"],
+        })
+    for key in exposed or {}:
+        number, _, protocol = key.partition("/")
+        protocol = protocol or "tcp"
+        if number.isdigit() and (int(number), protocol) not in mapped:
+            found.append({"PrivatePort": int(number), "Type": protocol})
+    return found
 
 
 def _pick(choices: Any) -> Any:

@@ -202,6 +202,12 @@ class ImageService:
 
         return registry.login(self.config, server, user, password)
 
+    def check_login(self, server: str, user: str, password: str) -> str:
+        """Check the credentials against the registry without storing them (the API's ``/auth``); returns its domain."""
+        from dockyard.registry.login import check
+
+        return check(self.config, server, user, password)
+
     def unencrypted_credentials_path(self, server: str) -> Path | None:
         """Return the ``config.json`` that keeps ``server``'s password base64-encoded, or None when a credential helper keeps it."""
         from dockyard.registry.credentials import Credentials

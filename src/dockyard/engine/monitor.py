@@ -303,6 +303,8 @@ class Monitor:
         # Exit codes of containers that exited recently, so that a ``wait``
         # arriving just after an AutoRemove still gets the code.
         self.recent_exits: dict[str, tuple[int, float]] = {}
+        # Network services by configuration file, made when the first container with a network starts.
+        self.network_services: dict[str | None, Any] = {}
         from dockyard.engine.state import State
 
         self.state = State(self.root / "state.db")
@@ -718,6 +720,10 @@ class Monitor:
                     raise RuntimeFailure(f"container {container.id}: the runtime sent no terminal")
                 container.pty_fd = fds[0]
                 own_fds.append(fds[0])
+            if spec.get("network"):
+                # The init waits on the exec FIFO, so the container's process
+                # starts with its interfaces, ports and DNS server in place.
+                self.network(spec).start(container.id, pid, spec.get("network_body"))
             runtime.start(container.id, self.state_root)
         except BaseException:
             for fd in child_fds + own_fds:
@@ -725,6 +731,7 @@ class Monitor:
             container.pty_fd = None
             if (self.state_root / container.id).exists():
                 self.runtime_delete(container.id)
+            self.stop_network(container)
             rootfs.unmount(self.run_root, container.id)
             raise
         finally:
@@ -765,6 +772,31 @@ class Monitor:
         if container.stdin_buffer and container.stdin_fd is not None:
             # Input that an attached client sent before the container started.
             self.set_writer(container.stdin_fd, lambda: self.write_stdin(container))
+
+    def network(self, spec: dict[str, Any]) -> Any:
+        """Return the network service of the configuration file a container was created with."""
+        config_path = spec.get("config_path")
+        service = self.network_services.get(config_path)
+        if service is None:
+            import dataclasses
+
+            from dockyard import config
+            from dockyard.network.service import NetworkService
+
+            loaded = config.load(path=Path(config_path) if config_path else None, root=self.root)
+            loaded = dataclasses.replace(loaded, root=self.root, run_root=self.run_root)
+            service = NetworkService(loaded, self.state)
+            self.network_services[config_path] = service
+        return service
+
+    def stop_network(self, container: Supervised) -> None:
+        """Undo the network service's ``start`` for a container that exited or failed to start."""
+        if not container.spec.get("network"):
+            return
+        try:
+            self.network(container.spec).stop(container.id)
+        except DockyardError as error:
+            log.error("stopping the network of container %s failed: %s", container.id, error)
 
     def runtime_delete(self, container_id: str) -> None:
         from dockyard.runtime import container as runtime
@@ -832,6 +864,10 @@ class Monitor:
             container = by_pid.get(pid)
             if container is not None and container.pidfd is None:
                 self.exited(container, _exit_code(status))
+            elif container is None:
+                # A child that is no container's init: a port proxy or DNS server
+                # of the network service, which its stop() no longer needs to reap.
+                log.debug("reaped process %d (status %d), which is no container's init", pid, status)
 
     def output_readable(self, container: Supervised, fd: int) -> None:
         try:
@@ -1004,6 +1040,7 @@ class Monitor:
         oom_killed = _oom_killed(container.id) if container.pidfd is None else False
         if (self.state_root / container.id).exists():
             self.runtime_delete(container.id)
+        self.stop_network(container)
         rootfs.unmount(self.run_root, container.id)
 
         ran = time.monotonic() - container.started
@@ -1069,6 +1106,8 @@ class Monitor:
 
         log.info("removing container %s (AutoRemove)", container.id)
         try:
+            if container.spec.get("network"):
+                self.network(container.spec).release(container.id)
             rootfs.remove_files(self.root, self.run_root, container.id)
             self.state.delete_container(container.id)
             for name in container.spec.get("anonymous_volumes") or []:

@@ -30,7 +30,6 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Docker's defaults for --tmpfs mounts without options, and for /dev/shm.
 TMPFS_DEFAULT_OPTIONS = ["noexec", "nosuid", "nodev"]
 CPU_PERIOD = 100_000  # microseconds; NanoCpus becomes a quota per this period, as in Docker
-NOT_SUPPORTED_NETWORK = "network mode {mode!r} is not supported yet: use --network none or --network host"
 # Where the init binary (tini) appears inside the container, as in Docker.
 INIT_PATH_IN_CONTAINER = "/sbin/docker-init"
 
@@ -500,17 +499,21 @@ def host_devices() -> list[dict[str, Any]]:
 
 
 def network_mode(host_config: dict[str, Any]) -> str:
-    """Return ``none`` or ``host``; raises InvalidArgument for the modes dockyard does not have yet.
+    """Return the kind of network a ``NetworkMode`` gives: ``none``, ``host``, ``container`` or ``bridge``.
 
-    NOTE: the default mode ("" or "default") gives a network namespace with
-    only lo, as ``none`` does, until bridge networking exists.
+    ``bridge`` covers ``default``, ``bridge`` and user-defined network names:
+    the container gets its own network namespace, which the network service
+    plugs into the network. ``container:<name or ID>`` joins another
+    container's namespace.
     """
     mode = host_config.get("NetworkMode") or "default"
-    if mode in ("default", "none"):
-        return "none"
-    if mode == "host":
-        return "host"
-    raise InvalidArgument(NOT_SUPPORTED_NETWORK.format(mode=mode))
+    if mode in ("none", "host"):
+        return mode
+    if mode.startswith("container:"):
+        if not mode.removeprefix("container:"):
+            raise InvalidArgument(f"invalid network mode {mode!r}: container: needs a container name or ID")
+        return "container"
+    return "bridge"
 
 
 def generate(
@@ -523,8 +526,13 @@ def generate(
     mounts: list[dict[str, Any]],
     init_binary: str | None = None,
     host_hostname: str = "",
+    network_namespace: str | None = None,
 ) -> dict[str, Any]:
-    """Return the OCI runtime spec for a container; ``mounts`` are added after the default ones, in order."""
+    """Return the OCI runtime spec for a container; ``mounts`` are added after the default ones, in order.
+
+    ``network_namespace`` is the path of a network namespace to join
+    (``/proc/<pid>/ns/net`` of another container) instead of a new one.
+    """
     from dockyard.runtime import spec as runtime_spec
 
     privileged = bool(host_config.get("Privileged"))
@@ -579,6 +587,10 @@ def generate(
             bind_mount("/sys", "/sys", readonly=not privileged) if entry["destination"] == "/sys" else entry
             for entry in spec["mounts"]
         ]
+    elif network_namespace:
+        for entry in linux["namespaces"]:
+            if entry["type"] == "network":
+                entry["path"] = network_namespace
     if privileged:
         linux["maskedPaths"] = []
         linux["readonlyPaths"] = []

@@ -165,10 +165,14 @@ SYSTEMD_RESOLVED_UPSTREAM = "/run/systemd/resolve/resolv.conf"
 
 
 def _resolv_conf(host_network: bool) -> str:
-    text = _read_host_file("/etc/resolv.conf", "")
     if host_network:
-        return text
-    return container_resolv_conf(text, _read_host_file(SYSTEMD_RESOLVED_UPSTREAM, ""))
+        return _read_host_file("/etc/resolv.conf", "")
+    return container_resolv_text()
+
+
+def container_resolv_text() -> str:
+    """Return the host's resolv.conf as a container with its own network namespace can use it."""
+    return container_resolv_conf(_read_host_file("/etc/resolv.conf", ""), _read_host_file(SYSTEMD_RESOLVED_UPSTREAM, ""))
 
 
 def container_resolv_conf(host_text: str, upstream_text: str) -> str:

@@ -34,8 +34,22 @@ def login(config: Config, server: str, user: str, password: str, credentials: Cr
     server). Nothing is stored when it fails. Raises Unauthorized naming the server when the
     registry rejects the credentials, and RegistryUnreachable when it is unreachable.
     """
-    from dockyard.registry.client import RegistryClient
     from dockyard.registry.credentials import Credentials
+
+    domain = check(config, server, user, password)
+    store = credentials or Credentials.load()
+    store.store(domain, user, password)
+    log.debug("stored credentials for %s", domain)
+    return domain
+
+
+def check(config: Config, server: str, user: str, password: str) -> str:
+    """Verify ``user`` and ``password`` against ``server``'s ``/v2/`` without storing them; return the server's domain.
+
+    Raises Unauthorized naming the server when the registry rejects the
+    credentials, and RegistryUnreachable when it is unreachable.
+    """
+    from dockyard.registry.client import RegistryClient
 
     domain = normalize_server(server)
     client = RegistryClient(config, credentials=_OnlyThese(domain, Login(user, password)))  # type: ignore[arg-type]
@@ -45,9 +59,6 @@ def login(config: Config, server: str, user: str, password: str, credentials: Cr
         raise Unauthorized(f"login to {domain} as {user} failed: the registry rejected the credentials") from error
     finally:
         client.close()
-    store = credentials or Credentials.load()
-    store.store(domain, user, password)
-    log.debug("stored credentials for %s", domain)
     return domain
 
 
