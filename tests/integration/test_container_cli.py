@@ -564,3 +564,34 @@ def test_restart_policy_on_failure(containers, test_images):
     assert wait_for(lambda: containers.run("logs", "flaky").stdout == "attempt\n" * 3, timeout=30)
     assert wait_for(lambda: status_of(containers, "flaky").startswith("Exited (1)"), timeout=30)
     assert containers.run("inspect", "-f", "{{.RestartCount}}", "flaky").stdout == "2\n"
+
+
+def test_run_binds_a_host_file(containers, test_images, tmp_path):
+    source = tmp_path / "settings.env"
+    source.write_text("A=1\n")
+    result = containers.run("run", "--rm", "-v", f"{source}:/etc/settings.env:ro", test_images.busybox,
+                            "cat", "/etc/settings.env")
+    assert result.stdout == "A=1\n"
+
+
+def test_run_with_empty_entrypoint_runs_the_command(containers, test_images):
+    result = containers.run("run", "--rm", "--entrypoint", "", test_images.busybox, "echo", "x")
+    assert result.stdout == "x\n"
+
+
+def test_rm_drops_exec_records(containers, test_images, dockyard):
+    import json
+
+    from dockyard import config
+
+    container_id = containers.run("run", "-d", test_images.busybox, "sleep", "60").stdout.strip()
+    containers.run("exec", container_id, "true")
+    execs = config.load(path=dockyard.config_path, root=dockyard.root).run_root / "execs"
+
+    def records() -> list[str]:
+        return [path.name for path in execs.glob("*.json")
+                if json.loads(path.read_text()).get("ContainerID") == container_id]
+
+    assert len(records()) == 1
+    containers.run("rm", "-f", container_id)
+    assert records() == []

@@ -48,6 +48,11 @@ def test_empty_entrypoint_clears_image_entrypoint_only():
     assert ocispec.command_args(config) == ["sh"]
 
 
+def test_entrypoint_of_one_empty_string_means_none():
+    config = merge({"Entrypoint": [""], "Cmd": ["echo", "x"]}, {"Cmd": ["sh"], "Entrypoint": ["/init"]})
+    assert ocispec.command_args(config) == ["echo", "x"]
+
+
 def test_shell_form_entrypoint_from_image():
     image = {"Entrypoint": ["/bin/sh", "-c", "echo hi"], "Cmd": ["ignored"]}
     assert ocispec.command_args(merge({}, image)) == ["/bin/sh", "-c", "echo hi", "ignored"]

@@ -414,8 +414,10 @@ class ContainerService:
             if bind["volume"]:
                 add_volume(bind["source"], bind["destination"], bind["readonly"], not bind["nocopy"])
             else:
-                # Like Docker's -v, a missing host directory is created.
-                Path(bind["source"]).mkdir(parents=True, exist_ok=True)
+                # Like Docker's -v, a missing host directory is created; an existing
+                # file or directory is bound as it is.
+                if not os.path.lexists(bind["source"]):
+                    Path(bind["source"]).mkdir(parents=True)
                 add_bind(bind["source"], bind["destination"], bind["readonly"])
         for mount in host_config.get("Mounts") or []:
             kind = mount.get("Type")

@@ -357,15 +357,21 @@ class ExecService:
         raise ExecFailed(reason, code, container_id)
 
     def remove_container_execs(self, container_id: str) -> None:
-        """Drop the exec records of a container; the container service may call this on removal."""
-        if not self.directory.exists():
-            return
-        for path in self.directory.glob("*.json"):
-            try:
-                if json.loads(path.read_text()).get("ContainerID") == container_id:
-                    path.unlink(missing_ok=True)
-            except (OSError, ValueError):
-                continue
+        """Drop the exec records of a container."""
+        remove_exec_records(self.run_root, container_id)
+
+
+def remove_exec_records(run_root: Path, container_id: str) -> None:
+    """Delete the exec records of a container; removing the container calls this."""
+    directory = run_root / "execs"
+    if not directory.exists():
+        return
+    for path in directory.glob("*.json"):
+        try:
+            if json.loads(path.read_text()).get("ContainerID") == container_id:
+                path.unlink(missing_ok=True)
+        except (OSError, ValueError):
+            continue
 
 
 def _alive(pid: int) -> bool:

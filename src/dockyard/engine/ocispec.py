@@ -66,6 +66,9 @@ def merge_config(body: dict[str, Any], image_config: dict[str, Any], container_i
     """Return the container's ``Config`` from the create body and the image's ``config`` object."""
     image = image_config or {}
     entrypoint = _string_list(body.get("Entrypoint"), "Entrypoint")
+    if entrypoint == [""]:
+        # The docker CLI sends [""] for --entrypoint "", meaning no entrypoint.
+        entrypoint = []
     cmd = _string_list(body.get("Cmd"), "Cmd")
     # Docker's rule: an Entrypoint in the body replaces the image's Entrypoint
     # and Cmd together. An empty one (--entrypoint "") clears only the image's

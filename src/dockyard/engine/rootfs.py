@@ -223,6 +223,10 @@ def remove_files(root: Path, run_root: Path, container_id: str) -> None:
 
             shutil.rmtree(directory, onerror=_raise_remove_error)
 
+    from dockyard.engine.execs import remove_exec_records
+
+    remove_exec_records(run_root, container_id)
+
 
 def _raise_remove_error(function: object, path: str, info: tuple) -> None:
     error = info[1]
