@@ -15,7 +15,7 @@ thread because the engine blocks, and the server sends what it returns:
   transport, whose socket no longer matters.
 
 Blocking work runs in daemon threads, one per call (``run_blocking``), not in
-a bounded pool: a call such as ``wait`` or a followed log can block for as
+a bounded pool. A call such as ``wait`` or a followed log can block for as
 long as a container runs, and must neither starve other requests nor keep
 the process alive at exit.
 

@@ -1,6 +1,6 @@
 """Container events in the Engine API's ``EventMessage`` shape, found by polling the container list.
 
-dockyard is daemonless, so no single process sees every change as it
+dockyard is daemonless, so no single process observes every change as it
 happens. ``watch`` compares the containers of the state database once per
 ``POLL_INTERVAL`` and reports what changed: ``create``, ``start``, ``die``
 (with ``exitCode``), ``pause``, ``unpause`` and ``destroy``.
