@@ -20,7 +20,8 @@ And the host changes they need, each undone on exit:
   here and without NAT.
 - ``forward_guard``: drops forwarded traffic leaving through the uplink, puts
   back ``ip_forward`` (netavark switches it on) and removes the iptables
-  chains that netavark leaves behind.
+  chains that netavark leaves behind, and the empty nftables tables that
+  iptables-nft leaves.
 
 Nothing here sends traffic off the machine: images are loaded from files,
 dockerd runs with ``--iptables=false --ip-forward=false``, and podman's bridge
@@ -160,7 +161,8 @@ def host_bridge(name: str, address: str) -> Iterator[str]:
         for entry in link.get("addr_info", []):
             existing = ipaddress.ip_interface(f"{entry['local']}/{entry['prefixlen']}").network
             if existing.overlaps(network):
-                raise RuntimeError(f"bridge range {network} overlaps {existing} on {link['ifname']}: pick another")
+                raise RuntimeError(f"bridge range {network} overlaps {existing} on {link['ifname']}: "
+                                   "choose a free range for the bridge")
     run(["ip", "link", "add", name, "type", "bridge"])
     try:
         run(["ip", "address", "add", address, "dev", name])
@@ -190,6 +192,7 @@ class Podman:
         self.run_root = workdir / "runroot"
         for directory in ("net", "tmp", "volumes"):
             (workdir / directory).mkdir(parents=True, exist_ok=True)
+
         nofile_hard = int(run(["bash", "-c", "ulimit -Hn"]).stdout)
         nproc_hard = run(["bash", "-c", "ulimit -Hu"]).stdout.strip()
         nproc = 32768 if nproc_hard == "unlimited" else min(32768, int(nproc_hard))
@@ -209,6 +212,7 @@ class Podman:
             'network_backend = "netavark"\n'
             f'network_config_dir = "{workdir / "net"}"\n'
         )
+
         storage = workdir / "storage.conf"
         storage.write_text(f'[storage]\ndriver = "overlay"\ngraphroot = "{self.root}"\nrunroot = "{self.run_root}"\n')
         registries = workdir / "registries.conf"
@@ -313,9 +317,10 @@ def hugetlb_v1(stage: Path, release_timeout: float = 60.0) -> Iterator[bool]:
 
     Yields False, and changes nothing, when hugetlb is a v1 hierarchy already.
     On exit this waits up to ``release_timeout`` seconds for the cgroups below
-    the hugetlb mount to empty, unmounts the tree, and checks in /proc/cgroups
-    that hugetlb is back on cgroup2: a v1 hierarchy unmounted while it still
-    has child cgroups (even ones being freed) stays alive in the kernel.
+    the hugetlb mount to empty, then unmounts the tree. A v1 hierarchy that is
+    unmounted while it still has child cgroups, even ones being freed, stays
+    alive in the kernel. So the last step checks in /proc/cgroups that
+    hugetlb is back on cgroup2.
     """
     if _hierarchy_id("hugetlb") != 0:
         yield False
@@ -367,7 +372,7 @@ def _release_hugetlb(mount_point: Path, timeout: float) -> None:
 
 
 @contextlib.contextmanager
-def new_cgroups_removed() -> Iterator[None]:
+def new_cgroups_removed(timeout: float = 15.0) -> Iterator[None]:
     """Remove, on exit, the empty top-level cgroups (and their empty children) created meanwhile.
 
     docker and podman leave their parent cgroups (``docker``, ``libpod_parent``)
@@ -378,12 +383,22 @@ def new_cgroups_removed() -> Iterator[None]:
     try:
         yield
     finally:
-        for hierarchy in hierarchies:
-            for child in hierarchy.iterdir():
-                if child.is_dir() and child.name not in before[hierarchy]:
-                    _remove_empty_cgroups(child)
-                    with contextlib.suppress(OSError):
-                        child.rmdir()
+        # The last conmon and shim processes exit a moment after their engine's
+        # command returns, so a cgroup that is still busy gets a few more tries.
+        deadline = time.monotonic() + timeout
+        while True:
+            left = []
+            for hierarchy in hierarchies:
+                for child in hierarchy.iterdir():
+                    if child.is_dir() and child.name not in before[hierarchy]:
+                        left += _remove_empty_cgroups(child)
+                        with contextlib.suppress(OSError):
+                            child.rmdir()
+                        if child.exists():
+                            left.append(child)
+            if not left or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
 
 
 def uplink() -> str:
@@ -418,6 +433,7 @@ def forward_guard() -> Iterator[str]:
         for path in (Path("/proc/sys/net/ipv4/ip_forward"), Path("/proc/sys/net/ipv6/conf/all/forwarding"))
     }
     chains_before = {table: _iptables_chains("iptables", table) for table in GUARDED_TABLES}
+    nft_tables_before = _nft_tables()
     rule = ["-t", "mangle", "-I", "FORWARD", "-o", interface, "-j", "DROP"]
     run(["iptables", *rule])
     run(["ip6tables", *rule])
@@ -431,6 +447,27 @@ def forward_guard() -> Iterator[str]:
         delete = ["-t", "mangle", "-D", "FORWARD", "-o", interface, "-j", "DROP"]
         run(["iptables", *delete])
         run(["ip6tables", *delete])
+        _remove_new_empty_nft_tables(nft_tables_before)
+
+
+def _nft_tables() -> set[str]:
+    """Return the nftables tables, as "FAMILY NAME"."""
+    listing = run(["nft", "list", "tables"]).stdout.splitlines()
+    return {line.removeprefix("table ").strip() for line in listing if line.startswith("table ")}
+
+
+def _remove_new_empty_nft_tables(before: set[str]) -> None:
+    """Delete the tables created since ``before`` that contain no rules.
+
+    iptables-nft creates a table (``ip mangle``, ``ip6 mangle``, ``ip nat``...)
+    with its base chains on first use, and leaves it when its last rule goes.
+    """
+    for table in _nft_tables() - before:
+        listing = run(["nft", "list", "table", *table.split()]).stdout
+        body = [line.strip() for line in listing.splitlines()]
+        # An empty table lists only its header, its chains, their "type ..." lines and braces.
+        if all(line == "" or line == "}" or line.startswith(("table ", "chain ", "type ")) for line in body):
+            subprocess.run(["nft", "delete", "table", *table.split()], capture_output=True, stdin=subprocess.DEVNULL)
 
 
 def _remove_new_chains(table: str, before: set[str]) -> None:

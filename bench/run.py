@@ -63,6 +63,8 @@ PODMAN_TARGET = 0.5   # dockyard's median at most this multiple of podman's
 DOCKER_TARGET = 0.4   # and at most this multiple of docker's
 DOCKER_BRIDGE = "dybench0"
 DOCKER_BRIDGE_ADDRESS = "10.213.0.1/24"
+DOCKYARD_BRIDGE = "dybench1"
+DOCKYARD_SUBNET = "10.213.1.0/24"
 UNSHARED_MARKER = "DOCKYARD_BENCH_UNSHARED"   # set once the script runs in its own mount namespace
 NOT_WORKING = "not measured yet: `dockyard run` not working at the time"
 DOC_HEADING = "## Run: `run --rm IMAGE true` and memory per idle container"
@@ -90,8 +92,17 @@ class Engine:
 
 
 def dockyard_engine(workdir: Path, reference: str) -> Engine:
+    # A config file of its own, so that /etc/dockyard/config.toml on this machine changes
+    # nothing. Its default network has a bridge, subnet and nftables table that no
+    # other dockyard root here uses, and its DNS server forwards to no one.
     config = workdir / "dockyard-config.toml"
-    config.write_text("")   # so that /etc/dockyard/config.toml on this machine changes nothing
+    config.write_text(
+        "[network]\n"
+        f'default_subnet = "{DOCKYARD_SUBNET}"\n'
+        f'bridge = "{DOCKYARD_BRIDGE}"\n'
+        'nft_table = "dockyard_bench"\n'
+        "dns_upstreams = []\n"
+    )
     root = workdir / "dockyard-root"
     environment = {
         "DOCKYARD_ROOT": str(root),
@@ -131,6 +142,17 @@ def dockyard_engine(workdir: Path, reference: str) -> Engine:
         is_helper=is_helper,
         helper_description="monitor and helpers",
     )
+
+
+def tear_down_dockyard_networks(engine: Engine) -> None:
+    """Delete the bridges and nftables rules of dockyard's networks, which outlive its containers."""
+    script = ("from dockyard import config; from dockyard.engine import Engine; "
+              "Engine(config.load()).networks.teardown()")
+    python = DOCKYARD.parent / "python"
+    result = subprocess.run([str(python), "-c", script], capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                            env=dict(os.environ, **engine.environment))
+    if result.returncode != 0:
+        log.warning("tearing down dockyard's networks failed: %s", result.stderr.strip()[-1000:])
 
 
 def podman_engine(podman: peers.Podman, name: str) -> Engine:
@@ -680,6 +702,7 @@ def set_up_engines(args: argparse.Namespace, workdir: Path, layout: Path, layer_
         images.push_layout(layout, registry.host, IMAGE_NAME)
         reference = f"{registry.host}/{IMAGE_NAME}:latest"
         engine = dockyard_engine(workdir, reference)
+        cleanup.callback(tear_down_dockyard_networks, engine)
         cleanup.callback(stop_leftover_helpers, engine)
         cleanup.callback(peers.unmount_below, workdir / "dockyard-root")
         engines.append(engine)

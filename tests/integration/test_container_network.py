@@ -46,7 +46,7 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 
 
 def http_get(port: int, timeout: float = 15.0) -> tuple[int, str]:
-    """GET http://127.0.0.1:PORT/ until the server answers; return the status and body."""
+    """GET http://127.0.0.1:PORT/, retried until a server responds; return the status and body."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -54,7 +54,7 @@ def http_get(port: int, timeout: float = 15.0) -> tuple[int, str]:
                 return response.status, response.read().decode()
         except (urllib.error.URLError, ConnectionError, socket.timeout) as error:
             if time.monotonic() > deadline:
-                raise AssertionError(f"nothing answered HTTP on 127.0.0.1:{port}: {error}") from None
+                raise AssertionError(f"no HTTP response from 127.0.0.1:{port}: {error}") from None
             time.sleep(0.1)
 
 
@@ -144,7 +144,7 @@ def test_publish_all_exposed_ports(busybox_dockyard: Dockyard, test_images: Imag
 
 def test_udp_published_port(busybox_dockyard: Dockyard, test_images: ImageSet):
     port = free_port(socket.SOCK_DGRAM)
-    # The host's /usr holds Python and its libraries; /lib and /lib64 are symlinks into it on Debian 12.
+    # The host's /usr contains Python and its libraries; /lib and /lib64 are symlinks into it on Debian 12.
     script = (
         "mkdir -p /host && ln -s usr/lib /host/lib && ln -s usr/lib64 /host/lib64 && "
         f"exec chroot /host /usr/bin/python3 -c \"{UDP_ECHO}\""
@@ -196,6 +196,10 @@ def test_user_network_resolves_name_and_alias(busybox_dockyard: Dockyard, test_i
             assert fetched.stdout == f"hello from {web_id[:12]}\n"
         resolv = busybox_dockyard.run("run", "--rm", "--network", "appnet", test_images.busybox, "cat", "/etc/resolv.conf")
         assert "nameserver 127.0.0.11" in resolv.stdout
+        busybox_dockyard.run("rm", "-f", "web")
+        # Removing the network fails while any endpoint is left, including those of the --rm containers above.
+        removed = busybox_dockyard.run("network", "rm", "appnet", check=False)
+        assert removed.returncode == 0, removed.stderr
     finally:
         busybox_dockyard.run("rm", "-f", "web", check=False)
         busybox_dockyard.run("network", "rm", "appnet", check=False)
@@ -205,7 +209,7 @@ def test_default_bridge_has_no_names_but_addresses(busybox_dockyard: Dockyard, t
     busybox_dockyard.run("run", "-d", "--name", "target", test_images.busybox, "sleep", "300")
     address = inspect(busybox_dockyard, "target")["NetworkSettings"]["IPAddress"]
 
-    # --dns 127.0.0.1 answers nothing inside the container, so a name lookup fails at once and stays on the machine.
+    # Nothing listens on 127.0.0.1:53 inside the container, so a lookup fails at once and stays on the machine.
     by_name = busybox_dockyard.run("run", "--rm", "--dns", "127.0.0.1", test_images.busybox,
                                    "ping", "-c1", "-W2", "target", check=False)
     by_address = busybox_dockyard.run("run", "--rm", test_images.busybox, "ping", "-c1", "-W5", address, check=False)

@@ -6,9 +6,9 @@ temporary directory that is removed afterwards. ``dockyard.another()`` makes
 a second, independent one, for checks such as "pull into a fresh root".
 
 Unless the config text has a ``[network]`` table, each installation gets a
-default bridge, subnet and nftables table of its own, with a rule that drops
-forwarded traffic leaving through the machine's uplink, and an embedded DNS
-server without upstream servers; ``remove`` deletes them.
+default bridge, subnet and nftables table of its own. The table has a rule
+that drops forwarded traffic leaving through the machine's uplink, and the
+embedded DNS server has no upstream servers. ``remove`` deletes all of it.
 """
 
 from __future__ import annotations

@@ -326,6 +326,9 @@ class ContainerService:
                         f"{host_config['NetworkMode']}, which shares another container's network"
                     )
             self.resolve(host_config["NetworkMode"].removeprefix("container:"))
+        if mode in ("host", "none") and (host_config.get("PortBindings") or host_config.get("PublishAllPorts")):
+            # Docker also accepts these and publishes nothing.
+            log.warning("published ports are discarded in network mode %s", mode)
         runtime_name = host_config.get("Runtime") or DEFAULT_RUNTIME
         if runtime_name != DEFAULT_RUNTIME:
             # TODO: run external OCI runtimes (runc, crun) with the same bundle; only the built-in one works now.
@@ -458,7 +461,7 @@ class ContainerService:
         hostname = rootfs.hostname() if host_network else config["Hostname"]
         files = rootfs.write_etc_files(self.root, container_id, hostname, host_network)
         if mode == "container":
-            # As in Docker, the container sees the /etc/hosts and resolv.conf of the container whose network it joins.
+            # As in Docker, the container gets the /etc/hosts and resolv.conf of the container whose network it joins.
             other = rootfs.container_dir(self.root, self.resolve(host_config["NetworkMode"].removeprefix("container:")))
             files["hosts"] = other / "hosts"
             files["resolv.conf"] = other / "resolv.conf"
