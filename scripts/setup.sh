@@ -19,6 +19,7 @@ apt_packages=(
     nftables
     iptables
     python3-venv
+    tini              # --init runs tini-static as PID 1 inside containers
 )
 for argument in "$@"; do
     case "$argument" in
