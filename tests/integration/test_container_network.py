@@ -205,6 +205,28 @@ def test_user_network_resolves_name_and_alias(busybox_dockyard: Dockyard, test_i
         busybox_dockyard.run("network", "rm", "appnet", check=False)
 
 
+def test_rename_changes_dns_name_on_user_network(busybox_dockyard: Dockyard, test_images: ImageSet):
+    busybox_dockyard.run("network", "create", "renamenet")
+    try:
+        busybox_dockyard.run("run", "-d", "--name", "oldname", "--network", "renamenet", test_images.busybox,
+                             "sleep", "100")
+        address = inspect(busybox_dockyard, "oldname")["NetworkSettings"]["Networks"]["renamenet"]["IPAddress"]
+        busybox_dockyard.run("rename", "oldname", "newname")
+        lookups = busybox_dockyard.run(
+            "run", "--rm", "--network", "renamenet", test_images.busybox, "sh", "-c",
+            "nslookup newname; echo new=$?; nslookup oldname; echo old=$?", check=False,
+        )
+        assert "new=0" in lookups.stdout, lookups.stdout
+        assert address in lookups.stdout
+        assert "old=1" in lookups.stdout, lookups.stdout
+        settings = inspect(busybox_dockyard, "newname")["NetworkSettings"]["Networks"]["renamenet"]
+        assert "newname" in settings["DNSNames"]
+        assert "oldname" not in settings["DNSNames"]
+    finally:
+        busybox_dockyard.run("rm", "-f", "oldname", "newname", check=False)
+        busybox_dockyard.run("network", "rm", "renamenet", check=False)
+
+
 def test_default_bridge_has_no_names_but_addresses(busybox_dockyard: Dockyard, test_images: ImageSet):
     busybox_dockyard.run("run", "-d", "--name", "target", test_images.busybox, "sleep", "300")
     address = inspect(busybox_dockyard, "target")["NetworkSettings"]["IPAddress"]

@@ -222,6 +222,23 @@ def test_kill_with_signal(containers, test_images: ImageSet):
         containers.kill(container_id)
 
 
+def test_kill_returns_once_exited(containers, test_images: ImageSet):
+    container_id = containers.create(body(test_images.busybox, "sleep", "100"))
+    containers.start(container_id)
+    containers.kill(container_id, "KILL")
+    state = containers.inspect(container_id)["State"]
+    assert state["Status"] == "exited"
+    assert state["ExitCode"] == 137
+
+
+def test_kill_of_paused_container_returns_once_exited(containers, test_images: ImageSet):
+    container_id = containers.create(body(test_images.busybox, "sleep", "100"))
+    containers.start(container_id)
+    containers.pause(container_id)
+    containers.kill(container_id, "KILL")
+    assert containers.inspect(container_id)["State"]["Status"] == "exited"
+
+
 def test_restart_runs_again(containers, test_images: ImageSet):
     container_id = containers.create(body(test_images.busybox, "sh", "-c", "echo run; sleep 100"))
     containers.start(container_id)
@@ -377,6 +394,16 @@ def test_init_runs_tini_as_pid_1(containers, test_images: ImageSet):
     assert output.startswith("/sbin/docker-init -- sh")
 
 
+def test_init_keeps_user_command_in_inspect_and_list(containers, test_images: ImageSet):
+    container_id = containers.create(body(test_images.busybox, "sleep", "100", HostConfig={"Init": True}))
+    info = containers.inspect(container_id)
+    assert info["Path"] == "sleep"
+    assert info["Args"] == ["100"]
+    assert info["HostConfig"]["Init"] is True
+    [summary] = containers.list(all=True, filters={"id": [container_id]})
+    assert summary["Command"] == "sleep 100"
+
+
 def test_seccomp_profile_from_security_opt(containers, test_images: ImageSet):
     profile = {
         "defaultAction": "SCMP_ACT_ALLOW",
@@ -484,6 +511,33 @@ def test_inspect_shape(containers, test_images: ImageSet):
     assert containers.list(all=True, filters={"ancestor": [test_images.busybox], "id": [container_id]})
     assert containers.list(all=True, filters={"status": ["created"], "id": [container_id]})
     assert containers.list(all=True, filters={"status": ["running"], "id": [container_id]}) == []
+
+
+def test_inspect_keys_match_engine_api_spec(engine, containers, test_images: ImageSet):
+    from tests.support.apispec import properties
+
+    container_id = containers.create(body(test_images.busybox, "sleep", "100", HostConfig={
+        "Memory": 32 * 1024 * 1024, "Binds": ["specvol:/data"],
+    }))
+    try:
+        containers.start(container_id)
+        info = containers.inspect(container_id)
+        # Docker too leaves these out unless asked for sizes or the image came from a manifest it kept.
+        optional = {"SizeRw", "SizeRootFs", "ImageManifestDescriptor"}
+        assert set(info) == set(properties("ContainerInspectResponse")) - optional
+        assert set(info["HostConfig"]) == set(properties("HostConfig"))
+        # Health appears only for a container with a healthcheck.
+        assert set(info["State"]) == set(properties("ContainerState")) - {"Health"}
+        assert set(info["NetworkSettings"]) == set(properties("NetworkSettings"))
+        assert set(info["Config"]) <= set(properties("ContainerConfig"))
+        assert info["HostConfig"]["Privileged"] is False
+        assert info["HostConfig"]["MemorySwap"] == 64 * 1024 * 1024
+        assert info["HostConfig"]["NetworkMode"] == "none"
+        [mount] = info["Mounts"]
+        assert mount["Mode"] == "z"
+    finally:
+        containers.remove(container_id, force=True)
+        engine.volumes.remove("specvol")
 
 
 # -- logs -------------------------------------------------------------------------

@@ -131,6 +131,56 @@ def test_running_container_is_adopted_by_next_monitor(engine: Engine, test_image
     assert container_id not in Path("/proc/self/mountinfo").read_text()
 
 
+def log_lines(engine: Engine, container_id: str) -> list[str]:
+    return [entry.data.decode() for entry in engine.containers.logs(container_id)]
+
+
+def test_adopted_container_output_reaches_log(engine: Engine, test_images: ImageSet):
+    script = "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done"
+    container_id = engine.containers.create(body(test_images.busybox, "sh", "-c", script))
+    engine.containers.start(container_id)
+    deadline = time.monotonic() + 10
+    while not log_lines(engine, container_id):
+        assert time.monotonic() < deadline, "no output before the monitor was killed"
+        time.sleep(0.05)
+    old = monitor_pid(engine)
+    os.kill(old, signal.SIGKILL)
+    wait_gone(old)
+    # Output written while no monitor runs waits in the FIFO, so no tick is lost.
+    time.sleep(0.5)
+    assert engine.containers.inspect(container_id)["State"]["Status"] == "running"
+    count = len(log_lines(engine, container_id))
+    deadline = time.monotonic() + 10
+    while len(log_lines(engine, container_id)) < count + 3:
+        assert time.monotonic() < deadline, "the adopted container's output does not reach the log"
+        time.sleep(0.05)
+    lines = log_lines(engine, container_id)
+    assert lines == [f"tick {number}\n" for number in range(1, len(lines) + 1)]
+    assert engine.containers.inspect(container_id)["State"]["Error"] == ""
+    engine.containers.stop(container_id, timeout=1)
+
+
+def test_adopted_tty_container_records_lost_output(engine: Engine, test_images: ImageSet):
+    container_id = engine.containers.create({**body(test_images.busybox, "sleep", "100"), "Tty": True})
+    engine.containers.start(container_id)
+    old = monitor_pid(engine)
+    os.kill(old, signal.SIGKILL)
+    wait_gone(old)
+    # sleep runs as the namespace's PID 1, which the terminal's hangup signal does not end.
+    state = engine.containers.inspect(container_id)["State"]
+    assert state["Status"] == "running"
+    assert "was lost because the container monitor stopped" in state["Error"]
+    engine.containers.remove(container_id, force=True)
+
+
+def test_remove_force_sends_sigkill_once(engine: Engine, test_images: ImageSet):
+    container_id = engine.containers.create(body(test_images.busybox, "sleep", "100"))
+    engine.containers.start(container_id)
+    engine.containers.remove(container_id, force=True)
+    log_text = (monitor.monitor_dir(engine.config.root, engine.config.run_root) / "monitor.log").read_text()
+    assert log_text.count(f"sending signal 9 to container {container_id}") == 1
+
+
 def test_monitor_exits_when_idle(engine: Engine, test_images: ImageSet, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("DOCKYARD_MONITOR_IDLE_TIMEOUT", "0.5")
     container_id = engine.containers.create(body(test_images.busybox, "true"))

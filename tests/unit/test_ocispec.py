@@ -140,11 +140,13 @@ def test_unknown_user_and_group_names_fail():
 
 def test_parse_bind_host_path_and_volume():
     assert ocispec.parse_bind("/src:/dst:ro") == {
-        "source": "/src", "destination": "/dst", "readonly": True, "volume": False, "nocopy": False,
+        "source": "/src", "destination": "/dst", "readonly": True, "volume": False, "nocopy": False, "mode": "ro",
     }
     assert ocispec.parse_bind("data:/dst:nocopy") == {
         "source": "data", "destination": "/dst", "readonly": False, "volume": True, "nocopy": True,
+        "mode": "nocopy",
     }
+    assert ocispec.parse_bind("data:/dst")["mode"] == ""
 
 
 @pytest.mark.parametrize("text", ["/src", "/src:relative", "/a:/b:bogus", "bad name:/x", ":/x"])

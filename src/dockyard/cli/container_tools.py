@@ -382,7 +382,8 @@ def add_cp(subparsers: argparse._SubParsersAction) -> None:
                             "       dockyard cp [OPTIONS] SRC_PATH|- CONTAINER:DEST_PATH")
     parser.add_argument("-a", "--archive", action="store_true", help="keep the files' uid and gid")
     parser.add_argument("-L", "--follow-link", action="store_true", help="follow a symlink given as SRC_PATH")
-    parser.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="print no summary line; it is printed only when stderr is a terminal anyway")
     parser.add_argument("source", metavar="SRC_PATH")
     parser.add_argument("dest", metavar="DEST_PATH")
 
@@ -416,18 +417,36 @@ def cp(args: argparse.Namespace, context: "Context") -> int:
             service.archive(source_container, source, sys.stdout.buffer, follow_link=args.follow_link)
             sys.stdout.buffer.flush()
             return 0
-        service.copy_from(source_container, source, dest, follow_link=args.follow_link, keep_owner=args.archive)
+        size = service.copy_from(source_container, source, dest, follow_link=args.follow_link, keep_owner=args.archive)
         if not args.quiet and sys.stderr.isatty():
-            print(f"Successfully copied to {dest}", file=sys.stderr)
+            print(copied_message(size, dest), file=sys.stderr)
         return 0
     assert dest_container is not None
     if source == "-":
         service.put_archive(dest_container, dest or "/", sys.stdin.buffer, keep_owner=args.archive)
         return 0
-    service.copy_to(dest_container, source, dest or "/", follow_link=args.follow_link, keep_owner=args.archive)
+    size = service.copy_to(dest_container, source, dest or "/", follow_link=args.follow_link, keep_owner=args.archive)
     if not args.quiet and sys.stderr.isatty():
-        print(f"Successfully copied to {dest_container}:{dest}", file=sys.stderr)
+        print(copied_message(size, f"{dest_container}:{dest}"), file=sys.stderr)
     return 0
+
+
+DECIMAL_UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
+
+
+def decimal_size(size: float, digits: int = 3) -> str:
+    """Format bytes in decimal units with ``digits`` significant digits, as Docker's go-units does ("2.05kB")."""
+    value = float(size)
+    unit = 0
+    while value >= 1000 and unit < len(DECIMAL_UNITS) - 1:
+        value /= 1000
+        unit += 1
+    return f"{value:.{digits}g}{DECIMAL_UNITS[unit]}"
+
+
+def copied_message(size: int, destination: str) -> str:
+    """Return the line ``docker cp`` prints on a terminal after a copy; ``size`` is the tar stream's, in bytes."""
+    return f"Successfully copied {decimal_size(size)} to {destination}"
 
 
 # -- diff, commit and export -------------------------------------------------------------------

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from dockyard.engine import Engine
 
 # Modules under dockyard.cli that register commands, in the order of `dockyard --help`.
-COMMAND_MODULES = ("container", "container_tools", "image", "network", "volume", "system")
+COMMAND_MODULES = ("container", "container_tools", "image", "build", "network", "volume", "system")
 
 
 @dataclass

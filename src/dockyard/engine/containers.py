@@ -360,6 +360,11 @@ class ContainerService:
         log_options(log_config["Config"])
         host_config["LogConfig"] = log_config
 
+        # Docker records a memory limit without a swap limit as memory plus
+        # swap of twice the limit, which is also what the cgroup gets.
+        if (host_config.get("Memory") or 0) > 0 and not host_config.get("MemorySwap"):
+            host_config["MemorySwap"] = 2 * host_config["Memory"]
+
         if host_config.get("Init") and ocispec.find_init_binary() is None:
             raise InvalidArgument("--init needs docker-init or tini-static installed on the host; neither was found")
         for unsupported in ("Links", "VolumesFrom", "Devices"):
@@ -393,7 +398,7 @@ class ContainerService:
         copy_up: builtins.list[dict] = []
         taken: set[str] = set()
 
-        def add_volume(name: str | None, destination: str, readonly: bool, copy: bool = True) -> None:
+        def add_volume(name: str | None, destination: str, readonly: bool, copy: bool = True, mode: str = "") -> None:
             volume = self.volumes.create(name, anonymous=name is None)
             if name is None:
                 anonymous.append(volume["Name"])
@@ -402,26 +407,28 @@ class ContainerService:
                 # As in Docker, an empty volume is filled with what the image has at its destination.
                 copy_up.append({"source": destination, "target": volume["Mountpoint"]})
             points.append({"Type": "volume", "Name": volume["Name"], "Source": volume["Mountpoint"],
-                           "Destination": destination, "Driver": "local", "Mode": "" if not readonly else "ro",
+                           "Destination": destination, "Driver": "local", "Mode": mode or ("ro" if readonly else ""),
                            "RW": not readonly, "Propagation": ""})
             taken.add(destination)
 
-        def add_bind(source: str, destination: str, readonly: bool) -> None:
+        def add_bind(source: str, destination: str, readonly: bool, mode: str = "") -> None:
             oci.append(ocispec.bind_mount(source, destination, readonly))
-            points.append({"Type": "bind", "Source": source, "Destination": destination, "Mode": "ro" if readonly else "",
+            points.append({"Type": "bind", "Source": source, "Destination": destination,
+                           "Mode": mode or ("ro" if readonly else ""),
                            "RW": not readonly, "Propagation": "rprivate"})
             taken.add(destination)
 
         for text in host_config.get("Binds") or []:
             bind = ocispec.parse_bind(text)
             if bind["volume"]:
-                add_volume(bind["source"], bind["destination"], bind["readonly"], not bind["nocopy"])
+                # Docker shows the options as given, and "z" for a named volume given without any.
+                add_volume(bind["source"], bind["destination"], bind["readonly"], not bind["nocopy"], bind["mode"] or "z")
             else:
                 # Like Docker's -v, a missing host directory is created; an existing
                 # file or directory is bound as it is.
                 if not os.path.lexists(bind["source"]):
                     Path(bind["source"]).mkdir(parents=True)
-                add_bind(bind["source"], bind["destination"], bind["readonly"])
+                add_bind(bind["source"], bind["destination"], bind["readonly"], bind["mode"])
         for mount in host_config.get("Mounts") or []:
             kind = mount.get("Type")
             target = mount.get("Target") or ""
@@ -629,6 +636,12 @@ class ContainerService:
         # As in Docker, killing with SIGKILL or the stop signal counts as a
         # manual stop, so the restart policy does not bring it back.
         manual = number in (signals.SIGKILL, stop_number)
+        if number == signals.SIGKILL:
+            # As in Docker, SIGKILL returns only once the container has stopped,
+            # so an inspect right after shows it exited. The monitor's stop
+            # request also thaws a paused container, which SIGKILL alone leaves frozen.
+            self._call({"op": "stop", "id": row["id"], "signal": number, "timeout": None})
+            return
         self._call({"op": "kill", "id": row["id"], "signal": number, "manual": manual})
 
     def restart(self, name: str, timeout: int | None = None) -> None:
@@ -670,6 +683,14 @@ class ContainerService:
         if new_name == row["name"]:
             raise Conflict(f"Renaming a container with the same name as its current name: {new_name}")
         self.state.rename_container(row["id"], new_name)
+        for endpoint in self.state.endpoints(container_id=row["id"]):
+            self.state.update_endpoint(endpoint["id"], container_name=new_name)
+            network = self.state.network(endpoint["network_id"])
+            if network is not None:
+                # The embedded DNS servers of user-defined networks answer from
+                # this name file, which now has the new name instead of the old.
+                # NOTE: a private method of the network service, which has no public one for this yet.
+                self.networks._refresh_names(network)
 
     def wait(self, name: str, condition: str = "not-running") -> dict:
         """Block until the container reaches ``condition`` (not-running, next-exit, removed); returns its exit code."""
@@ -861,9 +882,9 @@ class ContainerService:
 
     def _summary(self, row: dict, record: dict) -> dict:
         config = record["Config"]
+        # As in Docker, the command is the user's even with --init: the init
+        # binary appears only in the OCI spec.
         args = ocispec.command_args(config)
-        if record["HostConfig"].get("Init"):
-            args = [ocispec.INIT_PATH_IN_CONTAINER, "--", *args]
         return {
             "Id": row["id"],
             "Names": [f"/{row['name']}"],
@@ -875,7 +896,7 @@ class ContainerService:
             "Labels": config.get("Labels") or {},
             "State": row["status"],
             "Status": self.status_text(row),
-            "HostConfig": {"NetworkMode": record["HostConfig"].get("NetworkMode", "default")},
+            "HostConfig": {"NetworkMode": _shown_network_mode(record["HostConfig"])},
             "NetworkSettings": {"Networks": self._networks_setting(row, record)},
             "Mounts": record.get("Mounts") or [],
         }
@@ -934,8 +955,6 @@ class ContainerService:
         record = json.loads(row["config"])
         config = record["Config"]
         args = ocispec.command_args(config)
-        if record["HostConfig"].get("Init"):
-            args = [ocispec.INIT_PATH_IN_CONTAINER, "--", *args]
         directory = rootfs.container_dir(self.root, row["id"])
         status = row["status"]
         result = {
@@ -969,7 +988,7 @@ class ContainerService:
             "ProcessLabel": "",
             "AppArmorProfile": "",
             "ExecIDs": None,
-            "HostConfig": record["HostConfig"],
+            "HostConfig": inspect_host_config(record["HostConfig"]),
             "GraphDriver": {
                 "Name": "overlay",
                 "Data": {
@@ -1063,6 +1082,53 @@ def network_body(record: dict) -> dict:
         "HostConfig": record["HostConfig"],
         "NetworkingConfig": record.get("NetworkingConfig") or {},
     }
+
+
+# What Docker 28's ``inspect`` shows for each HostConfig field that the create
+# body left out. Lists that Docker fills with [] are [] here, and pointers it
+# leaves unset are None. MaskedPaths, ReadonlyPaths, NetworkMode and Runtime
+# depend on the other fields and are filled in ``inspect_host_config``.
+HOST_CONFIG_DEFAULTS: dict[str, Any] = {
+    "Binds": None, "ContainerIDFile": "", "LogConfig": {"Type": "json-file", "Config": {}},
+    "PortBindings": {}, "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0}, "AutoRemove": False,
+    "VolumeDriver": "", "VolumesFrom": None, "ConsoleSize": [0, 0], "Annotations": None,
+    "CapAdd": None, "CapDrop": None,
+    # dockyard gives every container its own cgroup and IPC namespaces.
+    "CgroupnsMode": "private", "IpcMode": "private",
+    "Dns": [], "DnsOptions": [], "DnsSearch": [], "ExtraHosts": None, "GroupAdd": None,
+    "Cgroup": "", "Links": None, "OomScoreAdj": 0, "PidMode": "", "Privileged": False,
+    "PublishAllPorts": False, "ReadonlyRootfs": False, "SecurityOpt": None, "StorageOpt": None,
+    "Tmpfs": None, "UTSMode": "", "UsernsMode": "", "ShmSize": 64 * 1024 * 1024, "Sysctls": None,
+    "Isolation": "", "CpuShares": 0, "Memory": 0, "NanoCpus": 0, "CgroupParent": "", "BlkioWeight": 0,
+    "BlkioWeightDevice": [], "BlkioDeviceReadBps": [], "BlkioDeviceWriteBps": [],
+    "BlkioDeviceReadIOps": [], "BlkioDeviceWriteIOps": [], "CpuPeriod": 0, "CpuQuota": 0,
+    "CpuRealtimePeriod": 0, "CpuRealtimeRuntime": 0, "CpusetCpus": "", "CpusetMems": "",
+    "Devices": [], "DeviceCgroupRules": None, "DeviceRequests": None, "KernelMemoryTCP": 0,
+    "MemoryReservation": 0, "MemorySwap": 0, "MemorySwappiness": None, "OomKillDisable": False,
+    "Init": False, "PidsLimit": None, "Ulimits": None, "CpuCount": 0, "CpuPercent": 0,
+    "IOMaximumIOps": 0, "IOMaximumBandwidth": 0, "Mounts": None,
+}
+
+
+def _shown_network_mode(host_config: dict) -> str:
+    """Return the NetworkMode that Docker shows: ``bridge`` for the default network."""
+    mode = host_config.get("NetworkMode") or "default"
+    return "bridge" if mode == "default" else mode
+
+
+def inspect_host_config(recorded: dict) -> dict:
+    """Return the inspect object's ``HostConfig``: the recorded fields over Docker's defaults for the others."""
+    from dockyard.runtime.spec import MASKED_PATHS, READONLY_PATHS
+
+    host_config = json.loads(json.dumps(HOST_CONFIG_DEFAULTS))
+    host_config.update(recorded)
+    host_config["NetworkMode"] = _shown_network_mode(recorded)
+    host_config["Runtime"] = recorded.get("Runtime") or DEFAULT_RUNTIME
+    # A privileged container masks nothing, and Docker shows null for both lists then.
+    privileged = bool(recorded.get("Privileged"))
+    host_config.setdefault("MaskedPaths", None if privileged else builtins.list(MASKED_PATHS))
+    host_config.setdefault("ReadonlyPaths", None if privileged else builtins.list(READONLY_PATHS))
+    return host_config
 
 
 def _empty_endpoint() -> dict:

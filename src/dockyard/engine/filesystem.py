@@ -833,8 +833,11 @@ class FilesystemService:
                 raise InvalidArgument(f"extraction point is not a directory: {path}")
             extract_archive(stream, root_fd, path, keep_owner=keep_owner, owner=None if keep_owner else (0, 0))
 
-    def copy_from(self, name: str, source: str, dest: str, *, follow_link: bool = False, keep_owner: bool = False) -> None:
-        """Copy ``source`` of the container to the host path ``dest``, by ``docker cp``'s rules."""
+    def copy_from(self, name: str, source: str, dest: str, *, follow_link: bool = False, keep_owner: bool = False) -> int:
+        """Copy ``source`` of the container to the host path ``dest``, by ``docker cp``'s rules.
+
+        Returns the size of the tar stream copied, in bytes, which ``docker cp`` reports.
+        """
         import tempfile
 
         info = self.engine.containers.inspect(name)
@@ -849,15 +852,20 @@ class FilesystemService:
             if not os.path.isdir(target.directory):
                 raise NotFound(f"the destination directory {target.directory} does not exist")
             write_archive(root_fd, source, buffer, follow_link=follow_link, name=target.name)
+            size = buffer.tell()
             buffer.seek(0)
             scope_fd = os.open(target.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
                 extract_archive(buffer, scope_fd, "/", keep_owner=keep_owner)
             finally:
                 os.close(scope_fd)
+        return size
 
-    def copy_to(self, name: str, source: str, dest: str, *, follow_link: bool = False, keep_owner: bool = False) -> None:
-        """Copy the host path ``source`` into the container at ``dest``, by ``docker cp``'s rules."""
+    def copy_to(self, name: str, source: str, dest: str, *, follow_link: bool = False, keep_owner: bool = False) -> int:
+        """Copy the host path ``source`` into the container at ``dest``, by ``docker cp``'s rules.
+
+        Returns the size of the tar stream copied, in bytes, which ``docker cp`` reports.
+        """
         import tempfile
 
         source_stat = _host_stat(source, follow=follow_link)
@@ -878,9 +886,11 @@ class FilesystemService:
                               follow_link=follow_link, name=target.name)
             finally:
                 os.close(host_root)
+            size = buffer.tell()
             buffer.seek(0)
             extract_archive(buffer, root_fd, target.directory, keep_owner=keep_owner,
                             owner=None if keep_owner else (0, 0))
+        return size
 
     # -- diff and export -------------------------------------------------------
 

@@ -14,14 +14,17 @@ One ``selectors`` loop serves:
   reply line. ``attach`` turns the connection into a stream: the container's
   output goes to the client (stdcopy-framed without a TTY, raw with one) and
   what the client sends goes to the container's stdin;
-- each container's stdout and stderr pipes, or the PTY master it received
-  over the runtime's console socket: output goes to the json-file log and to
-  attached clients;
+- each container's stdout and stderr FIFOs (``stdout.fifo`` and
+  ``stderr.fifo`` in its bundle), or the PTY master it received over the
+  runtime's console socket: output goes to the json-file log and to attached
+  clients;
 - SIGCHLD through ``signal.set_wakeup_fd``: reap, record the exit code
   (128+N for signal N) in state.db, unmount the root, apply the restart
   policy or ``AutoRemove``;
 - pidfds of containers adopted from a monitor that died (their exit status is
   read from /proc while the process is a zombie, and is unknown otherwise).
+  The adopting monitor reopens their output FIFOs by path, so their output
+  keeps reaching the log.
 
 The engine writes everything the monitor needs to start a container into
 ``<bundle>/monitor.json``. To keep the memory per container small, this
@@ -66,6 +69,10 @@ DRAIN_TIMEOUT = 2.0
 UNKNOWN_EXIT_CODE = 255
 RECENT_EXIT_TTL = 60.0
 STDOUT, STDERR = 1, 2
+# A container without a TTY writes its stdout and stderr into these FIFOs in
+# its bundle directory rather than into anonymous pipes, so that a monitor that
+# adopts the container after the first one died can open them again by path.
+STDOUT_FIFO, STDERR_FIFO = "stdout.fifo", "stderr.fifo"
 TIOCSWINSZ = 0x5414
 
 
@@ -694,10 +701,12 @@ class Monitor:
                 listener.bind(os.path.join(console_dir, "c.sock"))
                 listener.listen(1)
             else:
-                out_read, out_write = os.pipe()
-                err_read, err_write = os.pipe()
-                own_fds += [out_read, err_read]
-                child_fds += [out_write, err_write]
+                out_read, out_write = create_output_fifo(bundle / STDOUT_FIFO)
+                own_fds.append(out_read)
+                child_fds.append(out_write)
+                err_read, err_write = create_output_fifo(bundle / STDERR_FIFO)
+                own_fds.append(err_read)
+                child_fds.append(err_write)
                 stdout, stderr = out_write, err_write
                 if spec.get("open_stdin"):
                     in_read, in_write = os.pipe()
@@ -826,11 +835,34 @@ class Monitor:
         container.pidfd = pidfd
         container.started = time.monotonic()
         self.watch(pidfd, lambda: self.adopted_exited(container))
-        self.state.update_container(container_id, monitor_pid=os.getpid())
-        log.warning(
-            "adopted container %s (pid %d) after its monitor died; its output pipes were lost with that monitor, "
-            "so nothing more of its output reaches the log", container_id, pid,
-        )
+        error = self.reconnect_output(container)
+        self.state.update_container(container_id, monitor_pid=os.getpid(), **({"error": error} if error else {}))
+        log.warning("adopted container %s (pid %d) after its monitor died", container_id, pid)
+
+    def reconnect_output(self, container: Supervised) -> str:
+        """Reopen an adopted container's output FIFOs and resume its log; returns an error for ``State.Error``.
+
+        The container holds its FIFOs open for reading and writing, so its
+        writes neither fail nor get lost while no monitor reads: the pipe
+        buffer (64 KiB by default on Linux) keeps them, and a container that
+        fills it blocks until it is adopted. Its stdin pipe and a PTY master
+        were held only by the dead monitor, and cannot be reopened.
+        """
+        from dockyard.engine import logs, rootfs
+
+        bundle = rootfs.bundle_dir(self.run_root, container.id)
+        spec = container.spec
+        if spec.get("tty") or not (bundle / STDOUT_FIFO).exists():
+            lost_at = _now_rfc3339()
+            log.warning("container %s: its terminal was lost with the monitor that died; no output reaches the log "
+                        "after %s", container.id, lost_at)
+            return (f"the output after {lost_at} was lost because the container monitor stopped; "
+                    "a container with a TTY cannot be reconnected")
+        own_fds = [open_fifo_reader(bundle / name) for name in (STDOUT_FIFO, STDERR_FIFO)]
+        if container.writer is None:
+            container.writer = logs.LogWriter(Path(spec["log_path"]), spec["log_max_size"], spec["log_max_file"])
+        self.connect_stdio(container, own_fds)
+        return ""
 
     def adopted_exited(self, container: Supervised) -> None:
         assert container.pidfd is not None
@@ -995,7 +1027,8 @@ class Monitor:
         self.signal(container, number)
         # Paused containers get the signal once thawed, as in Docker.
         self.thaw(container)
-        if timeout is not None and int(timeout) >= 0:
+        # A stop that already sent SIGKILL (rm -f, kill) needs no second one after the timeout.
+        if timeout is not None and int(timeout) >= 0 and number != signal.SIGKILL:
             self.cancel(container.kill_timer)
             container.kill_timer = self.timer(float(timeout), lambda: self.signal(container, signal.SIGKILL))
         client.mode = "waiting"
@@ -1142,6 +1175,28 @@ class Monitor:
             container.writer.close()
             container.writer = None
         self.containers.pop(container.id, None)
+
+
+def create_output_fifo(path: Path) -> tuple[int, int]:
+    """Create a container's output FIFO; returns the monitor's non-blocking read end and the container's end.
+
+    Any FIFO left at ``path`` is replaced, so that a background process of an
+    earlier run cannot write into the new run's output. The container's end
+    is opened for reading and writing: while the container holds it, its
+    writes never fail with EPIPE, even when no monitor reads.
+    """
+    path.unlink(missing_ok=True)
+    os.mkfifo(path, 0o600)
+    read_end = open_fifo_reader(path)
+    try:
+        return read_end, os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        os.close(read_end)
+        raise
+
+
+def open_fifo_reader(path: Path) -> int:
+    return os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
 
 
 def _peer_closed(sock: socket.socket) -> bool:

@@ -99,7 +99,7 @@ def merge_config(body: dict[str, Any], image_config: dict[str, Any], container_i
     if stop_signal:
         parse_signal(stop_signal)
 
-    return {
+    config = {
         "Hostname": body.get("Hostname") or container_id[:12],
         "Domainname": body.get("Domainname") or "",
         "User": body.get("User") if body.get("User") is not None else (image.get("User") or ""),
@@ -121,6 +121,19 @@ def merge_config(body: dict[str, Any], image_config: dict[str, Any], container_i
         "StopSignal": stop_signal or None,
         "StopTimeout": body.get("StopTimeout"),
     }
+    # Fields Docker shows only when set, taken from the image as Docker's
+    # daemon does: ArgsEscaped goes with the image's Cmd, and the body's
+    # Healthcheck overrides the image's one field by field.
+    if cmd and not body.get("Cmd") and not body.get("Entrypoint") and image.get("ArgsEscaped"):
+        config["ArgsEscaped"] = True
+    healthcheck = {**(image.get("Healthcheck") or {}), **(body.get("Healthcheck") or {})}
+    if healthcheck:
+        # NOTE: dockyard records the healthcheck but does not run it, so State.Health never appears.
+        config["Healthcheck"] = healthcheck
+    shell = _string_list(body.get("Shell"), "Shell") or _string_list(image.get("Shell"), "image Shell")
+    if shell:
+        config["Shell"] = shell
+    return config
 
 
 def command_args(config: dict[str, Any]) -> list[str]:
@@ -212,8 +225,10 @@ def _group_id(text: str, groups: list[list[str]]) -> int:
 def parse_bind(text: str) -> dict[str, Any]:
     """Parse a ``Binds`` entry ``source:destination[:options]``.
 
-    Returns ``{"source", "destination", "readonly", "volume", "nocopy"}``.
+    Returns ``{"source", "destination", "readonly", "volume", "nocopy", "mode"}``.
     ``volume`` is True when the source is a volume name rather than a host path.
+    ``mode`` is the options text as given ("" without options), which
+    ``inspect`` shows as the mount point's ``Mode``.
     """
     parts = text.split(":")
     if len(parts) < 2 or len(parts) > 3 or not parts[0] or not parts[1]:
@@ -238,7 +253,8 @@ def parse_bind(text: str) -> dict[str, Any]:
         raise InvalidArgument(
             f"invalid bind mount spec {text!r}: {source!r} is neither an absolute host path nor a valid volume name"
         )
-    return {"source": source, "destination": destination, "readonly": readonly, "volume": is_volume, "nocopy": nocopy}
+    return {"source": source, "destination": destination, "readonly": readonly, "volume": is_volume, "nocopy": nocopy,
+            "mode": parts[2] if len(parts) == 3 else ""}
 
 
 def bind_mount(source: str, destination: str, readonly: bool = False) -> dict[str, Any]:

@@ -182,7 +182,7 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 # Columns of ``endpoints`` and ``sandboxes`` that the network service may change.
-ENDPOINT_COLUMNS = frozenset({"interface", "host_veth", "aliases"})
+ENDPOINT_COLUMNS = frozenset({"interface", "host_veth", "aliases", "container_name"})
 SANDBOX_COLUMNS = frozenset({"netns", "ports", "proxy_pid", "dns_pid"})
 
 # Columns of ``containers`` that ``update_container`` may change.

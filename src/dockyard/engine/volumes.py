@@ -37,7 +37,14 @@ def volume_path(root: Path, name: str) -> Path:
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+    """Return the time as Docker shows a volume's CreatedAt: RFC 3339 in whole seconds, in UTC."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _whole_seconds(text: str) -> str:
+    """Drop the fraction of a CreatedAt that an earlier version stored with microseconds."""
+    main, dot, _ = text.partition(".")
+    return f"{main}Z" if dot else text
 
 
 class VolumeService:
@@ -80,7 +87,7 @@ class VolumeService:
 
     def _render(self, row: dict[str, Any]) -> dict[str, Any]:
         return {
-            "CreatedAt": row["created"],
+            "CreatedAt": _whole_seconds(row["created"]),
             "Driver": row["driver"],
             "Labels": json.loads(row["labels"]) or None,
             "Mountpoint": str(volume_path(self.root, row["name"])),

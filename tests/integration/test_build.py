@@ -1,0 +1,336 @@
+"""``dockyard build`` through the installed CLI, on the real kernel, from the busybox test image.
+
+Every test builds in a private root (the ``builder`` fixture) with the busybox
+image pulled from the loopback registry, in a context directory of its own.
+At teardown every container is removed and no mount of the root may remain.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import re
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import Dockyard
+from tests.support.containers import MONITOR_IDLE_SECONDS
+from tests.support.images import ImageSet
+
+pytestmark = pytest.mark.integration
+
+BUILT = re.compile(r"^Successfully built ([0-9a-f]{12})$", re.MULTILINE)
+RUNNING_IN = re.compile(r"^ ---> Running in ([0-9a-f]{12})$", re.MULTILINE)
+
+
+def mounts_of_containers(output: str) -> list[str]:
+    """Return the mount table lines that name a build container from the build output ``Running in`` lines."""
+    ids = RUNNING_IN.findall(output)
+    assert ids, output
+    return [line for line in open("/proc/self/mountinfo") if any(short in line for short in ids)]
+
+
+class Builder:
+    """A dockyard root with busybox pulled and a context directory to write Dockerfiles into."""
+
+    def __init__(self, dockyard: Dockyard, busybox: str, context: Path) -> None:
+        self.dockyard = dockyard
+        self.busybox = busybox
+        self.context = context
+
+    def write(self, name: str, content: str | bytes) -> Path:
+        path = self.context / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+        return path
+
+    def dockerfile(self, text: str) -> None:
+        self.write("Dockerfile", text.replace("BUSYBOX", self.busybox))
+
+    def build(self, *flags: str, check: bool = True):
+        return self.dockyard.run("build", *flags, str(self.context), check=check)
+
+    def build_id(self, *flags: str) -> str:
+        result = self.build(*flags)
+        match = BUILT.search(result.stdout)
+        assert match, result.stdout
+        return match.group(1)
+
+    def run(self, image: str, *command: str) -> str:
+        return self.dockyard.run("run", "--rm", image, *command).stdout
+
+    def config(self, image: str) -> dict:
+        return json.loads(self.dockyard.run("image", "inspect", image).stdout)[0]["Config"]
+
+
+@pytest.fixture
+def builder(dockyard: Dockyard, test_images: ImageSet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("DOCKYARD_MONITOR_IDLE_TIMEOUT", MONITOR_IDLE_SECONDS)
+    dockyard.run("pull", "-q", test_images.busybox)
+    context = tmp_path / "context"
+    context.mkdir()
+    yield Builder(dockyard, test_images.busybox, context)
+    leftover = dockyard.run("ps", "-a", "-q", "--no-trunc", check=False).stdout.split()
+    if leftover:
+        dockyard.run("rm", "-f", *leftover, check=False)
+    from tests.integration.test_container_cli import stop_monitor
+
+    stop_monitor(dockyard)
+    mounts = [line for line in open("/proc/self/mountinfo") if str(dockyard.root) in line]
+    assert mounts == [], f"mounts left behind: {mounts}"
+
+
+# -- instructions ---------------------------------------------------------------------------------
+
+
+def test_run_and_cmd_image_runs(builder):
+    builder.dockerfile('FROM BUSYBOX\nRUN echo built > /built.txt && echo visible-output\nCMD ["cat", "/built.txt"]\n')
+    result = builder.build("-t", "demo:1")
+    assert "Step 1/3 : FROM" in result.stdout
+    assert "Step 2/3 : RUN echo built" in result.stdout
+    assert "visible-output" in result.stdout
+    assert "Successfully tagged demo:1" in result.stdout
+    assert mounts_of_containers(result.stdout) == []
+    assert builder.run("demo:1") == "built\n"
+
+
+def test_history_entries(builder):
+    builder.dockerfile('FROM BUSYBOX\nRUN touch /x\nCMD ["sh"]\n')
+    builder.build("-t", "hist")
+    history = builder.dockyard.run("history", "--no-trunc", "--format", "{{.CreatedBy}}", "hist").stdout.splitlines()
+    assert history[0] == '/bin/sh -c #(nop)  CMD ["sh"]'
+    assert history[1] == "/bin/sh -c touch /x"
+
+
+def test_env_workdir_user_expose_label_entrypoint(builder):
+    builder.dockerfile(
+        "FROM BUSYBOX\n"
+        "ENV GREETING=hello NAME=\"big world\"\n"
+        "WORKDIR /srv\n"
+        "WORKDIR app\n"
+        "USER nobody\n"
+        "EXPOSE 8080 53/udp\n"
+        "LABEL org.example.name=\"$NAME\" plain=yes\n"
+        'ENTRYPOINT ["echo"]\n'
+        'CMD ["$GREETING"]\n'
+        "STOPSIGNAL SIGINT\n"
+        'VOLUME ["/data"]\n'
+    )
+    builder.build("-t", "meta")
+    config = builder.config("meta")
+    assert "GREETING=hello" in config["Env"]
+    assert "NAME=big world" in config["Env"]
+    assert config["WorkingDir"] == "/srv/app"
+    assert config["User"] == "nobody"
+    assert config["ExposedPorts"] == {"8080/tcp": {}, "53/udp": {}}
+    assert config["Labels"] == {"org.example.name": "big world", "plain": "yes"}
+    assert config["Entrypoint"] == ["echo"]
+    assert config["Cmd"] == ["$GREETING"]
+    assert config["StopSignal"] == "SIGINT"
+    assert config["Volumes"] == {"/data": {}}
+
+
+def test_copy_files_and_directories(builder):
+    builder.write("one.txt", "one\n")
+    builder.write("tree/a.txt", "a\n")
+    builder.write("tree/sub/b.txt", "b\n")
+    builder.write("glob1.conf", "g1\n")
+    builder.write("glob2.conf", "g2\n")
+    builder.dockerfile(
+        "FROM BUSYBOX\n"
+        "COPY one.txt /renamed.txt\n"
+        "COPY one.txt /dir/\n"
+        "COPY tree /copied\n"
+        "COPY *.conf /confs/\n"
+        "COPY --chmod=700 one.txt /private.txt\n"
+        "WORKDIR /work\n"
+        "COPY one.txt relative.txt\n"
+    )
+    builder.build("-t", "copies")
+    listing = builder.run("copies", "sh", "-c",
+                          "cat /renamed.txt /dir/one.txt /copied/a.txt /copied/sub/b.txt /confs/glob1.conf "
+                          "/confs/glob2.conf /work/relative.txt; stat -c %a /private.txt")
+    assert listing == "one\none\na\nb\ng1\ng2\none\n700\n"
+
+
+def test_copy_chown_names_from_image(builder):
+    builder.write("owned.txt", "x\n")
+    builder.dockerfile("FROM BUSYBOX\nCOPY --chown=nobody:nogroup owned.txt /owned.txt\nCOPY --chown=123:456 owned.txt /numeric.txt\n")
+    builder.build("-t", "owned")
+    assert builder.run("owned", "stat", "-c", "%u:%g", "/owned.txt", "/numeric.txt") == "65534:65534\n123:456\n"
+
+
+def test_copy_heredoc(builder):
+    builder.dockerfile("FROM BUSYBOX\nCOPY <<EOF /greeting.txt\nhello from a heredoc\nEOF\nRUN <<EOT\necho run-heredoc > /ran.txt\nEOT\n")
+    builder.build("-t", "heredoc")
+    assert builder.run("heredoc", "cat", "/greeting.txt", "/ran.txt") == "hello from a heredoc\nrun-heredoc\n"
+
+
+def test_user_workdir_run_creates_owned_file(builder):
+    builder.dockerfile("FROM BUSYBOX\nUSER nobody\nWORKDIR /home/nobody/work\nRUN touch x\n")
+    builder.build("-t", "userfile")
+    assert builder.run("userfile", "stat", "-c", "%U %u", "/home/nobody/work/x") == "nobody 65534\n"
+
+
+# -- ARG -------------------------------------------------------------------------------------------
+
+
+def test_arg_before_from_scopes(builder):
+    builder.dockerfile(
+        "ARG BASE=BUSYBOX\n"
+        "ARG ONLY_FROM=meta\n"
+        "FROM $BASE\n"
+        "RUN echo \"only_from=[$ONLY_FROM]\" > /scope.txt\n"
+        "ARG ONLY_FROM\n"
+        "RUN echo \"redeclared=[$ONLY_FROM]\" >> /scope.txt\n"
+    )
+    builder.build("-t", "argscope")
+    assert builder.run("argscope", "cat", "/scope.txt") == "only_from=[]\nredeclared=[meta]\n"
+
+
+def test_env_from_arg_and_build_arg(builder):
+    builder.dockerfile("FROM BUSYBOX\nARG VERSION=1.0\nENV APP_VERSION=v$VERSION\n")
+    builder.build("-t", "argenv", "--build-arg", "VERSION=2.5")
+    assert "APP_VERSION=v2.5" in builder.config("argenv")["Env"]
+    assert not any(entry.startswith("VERSION=") for entry in builder.config("argenv")["Env"])
+
+
+def test_unused_build_arg_warns(builder):
+    builder.dockerfile("FROM BUSYBOX\n")
+    result = builder.build("--build-arg", "NOBODY_USES=1")
+    assert "[Warning] One or more build-args [NOBODY_USES] were not consumed" in result.stdout
+
+
+# -- stages ----------------------------------------------------------------------------------------
+
+
+def test_copy_from_earlier_stage_and_target(builder):
+    builder.dockerfile(
+        "FROM BUSYBOX AS compile\n"
+        "RUN mkdir /out && echo artifact > /out/app\n"
+        "FROM BUSYBOX AS tests\n"
+        "RUN echo tests > /tests.txt\n"
+        "FROM scratch\n"
+        "COPY --from=compile /out/app /app\n"
+        "COPY --from=compile /bin/busybox /bin/busybox\n"
+    )
+    builder.build("-t", "final")
+    assert builder.run("final", "/bin/busybox", "cat", "/app") == "artifact\n"
+    builder.build("-t", "only-tests", "--target", "tests")
+    assert builder.run("only-tests", "cat", "/tests.txt") == "tests\n"
+
+
+def test_unknown_target_fails(builder):
+    builder.dockerfile("FROM BUSYBOX AS one\n")
+    result = builder.build("--target", "two", check=False)
+    assert result.returncode == 1
+    assert "failed to reach build target two" in result.stderr
+
+
+# -- cache -----------------------------------------------------------------------------------------
+
+
+def test_rebuild_cached_and_edit_reruns(builder):
+    builder.write("first.txt", "1\n")
+    builder.write("second.txt", "2\n")
+    builder.dockerfile(
+        "FROM BUSYBOX\n"
+        "COPY first.txt /first.txt\n"
+        "RUN echo ran-after-first\n"
+        "COPY second.txt /second.txt\n"
+        "RUN echo ran-after-second\n"
+    )
+    first = builder.build("-t", "cached")
+    assert "\nran-after-first\n" in first.stdout
+    first_id = BUILT.search(first.stdout).group(1)
+
+    again = builder.build("-t", "cached")
+    assert again.stdout.count("---> Using cache") == 4
+    assert "\nran-after" not in again.stdout
+    assert BUILT.search(again.stdout).group(1) == first_id
+
+    builder.write("second.txt", "changed\n")
+    edited = builder.build("-t", "cached")
+    assert edited.stdout.count("---> Using cache") == 2
+    assert "\nran-after-first\n" not in edited.stdout
+    assert "\nran-after-second\n" in edited.stdout
+    assert builder.run("cached", "cat", "/second.txt") == "changed\n"
+
+    no_cache = builder.build("--no-cache", "-t", "cached")
+    assert "Using cache" not in no_cache.stdout
+
+
+# -- context ---------------------------------------------------------------------------------------
+
+
+def test_dockerignore_rules(builder):
+    builder.write("notes.md", "excluded\n")
+    builder.write("README.md", "kept\n")
+    builder.write("docs/guide.md", "excluded too\n")
+    builder.write("src/tmp/scratch.txt", "excluded\n")
+    builder.write("tmp/top.txt", "excluded\n")
+    builder.write("src/main.txt", "kept\n")
+    builder.write(".dockerignore", "# comment\n*.md\n!README.md\n**/tmp\ndocs/*.md\n")
+    builder.dockerfile("FROM BUSYBOX\nCOPY . /ctx/\n")
+    builder.build("-t", "ignored")
+    files = builder.run("ignored", "find", "/ctx", "-type", "f").split()
+    assert sorted(files) == ["/ctx/.dockerignore", "/ctx/Dockerfile", "/ctx/README.md", "/ctx/src/main.txt"]
+
+
+def test_context_tar_on_stdin(builder):
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in (("Dockerfile", f"FROM {builder.busybox}\nCOPY hello.txt /\n".encode()), ("hello.txt", b"from stdin\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    builder.dockyard.run("build", "-t", "stdin", "-", input=buffer.getvalue())
+    assert builder.run("stdin", "cat", "/hello.txt") == "from stdin\n"
+
+
+def _tar_gz(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return gzip.compress(buffer.getvalue())
+
+
+def test_add_extracts_local_archives(builder):
+    builder.write("bundle.tar.gz", _tar_gz({"pkg/one.txt": b"one\n"}))
+    builder.write("noextension", _tar_gz({"two.txt": b"two\n"}))
+    builder.write("plain.txt", "not an archive\n")
+    builder.dockerfile("FROM BUSYBOX\nADD bundle.tar.gz /opt/\nADD noextension /other\nADD plain.txt /plain.txt\n")
+    builder.build("-t", "added")
+    assert builder.run("added", "cat", "/opt/pkg/one.txt", "/other/two.txt", "/plain.txt") == "one\ntwo\nnot an archive\n"
+
+
+def test_failing_run_leaves_nothing(builder):
+    images_before = builder.dockyard.image_ids()
+    builder.dockerfile("FROM BUSYBOX\nRUN echo half > /half.txt\nRUN false\n")
+    result = builder.build("-t", "broken", check=False)
+    assert result.returncode == 1
+    assert "The command '/bin/sh -c false' returned a non-zero code: 1" in result.stderr
+    assert builder.dockyard.run("ps", "-a", "-q").stdout == ""
+    assert builder.dockyard.image_ids() == images_before
+    assert mounts_of_containers(result.stdout) == []
+    mounts = [line for line in open("/proc/self/mountinfo") if str(builder.dockyard.root) in line]
+    assert mounts == []
+
+
+def test_quiet_and_iidfile(builder, tmp_path):
+    builder.dockerfile("FROM BUSYBOX\nLABEL quiet=yes\n")
+    iidfile = tmp_path / "iid"
+    result = builder.build("-q", "--iidfile", str(iidfile), "--label", "extra=1")
+    image_id = result.stdout.strip()
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", image_id)
+    assert iidfile.read_text() == image_id
+    assert builder.config(image_id)["Labels"] == {"quiet": "yes", "extra": "1"}
