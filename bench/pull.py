@@ -158,10 +158,7 @@ class Puller:
     remove: Callable[[], None]
     times: list[float] = field(default_factory=list)
 
-    def round(self) -> float:
-        self.remove()
-        # Flush the removal's writes first, so that they do not slow the timed pull.
-        os.sync()
+    def timed_pull(self) -> float:
         start = time.perf_counter()
         self.pull()
         elapsed = time.perf_counter() - start
@@ -340,8 +337,9 @@ def write_doc(table: str, path: Path) -> None:
     """Replace the pull section of ``path`` (from its heading to the next ``## ``) with ``table``."""
     heading = "## Pull: Debian bookworm minbase from a local registry"
     intro = textwrap.fill(
-        "Each round pulls the same image once with each tool, after removing the previous copy "
-        "and calling `sync`. The image is `debootstrap --variant=minbase bookworm` without package "
+        "Each round first removes every tool's previous copy, calls `sync` and waits 31 s "
+        "(on ext4 without a journal, as here, files created within 30 s of a large deletion are "
+        "slowed by it), then pulls the same image once with each tool. The image is `debootstrap --variant=minbase bookworm` without package "
         "caches, docs and locales, as one gzip layer, served by `docker-registry` on 127.0.0.1. "
         "The floor is `skopeo copy` to an OCI layout plus `gzip -dc | tar -x` of the layer. "
         "dockyard starts from an empty `DOCKYARD_ROOT` each round. docker is a private dockerd "
@@ -368,6 +366,8 @@ def write_doc(table: str, path: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="rounds per tool (default 5); the report gives the median")
+    parser.add_argument("--settle", type=float, default=31.0,
+                        help="seconds to wait between removing the previous copies and the round's pulls (default 31)")
     parser.add_argument("--cache", type=Path, default=Path("/var/tmp/dockyard-bench"),
                         help="directory that keeps the debootstrap root and the OCI layout between benchmark runs")
     parser.add_argument("--skip", action="append", default=[], choices=["floor", "dockyard", "docker"],
@@ -414,9 +414,21 @@ def main() -> int:
             dockerd = Dockerd(workdir / "docker", registry.host)
             pullers.append(docker_puller(dockerd, reference))
 
+        # dockyard's modules are compiled once, as scripts/setup.sh does, so that no
+        # round pays for compiling them where PYTHONDONTWRITEBYTECODE is set.
+        run([sys.executable, "-m", "compileall", "-q", str(REPO / "src")])
         for round_number in range(1, args.runs + 1):
+            # Every tool's previous copy is removed before any pull of the round, and the
+            # round waits args.settle seconds after that. On ext4 without a journal (this
+            # machine's root), creating a file skips every inode freed in the last 30 s,
+            # so a pull that follows a large deletion is slowed by it, whichever tool
+            # deleted; the wait gives every tool the same clean start.
             for puller in pullers:
-                elapsed = puller.round()
+                puller.remove()
+            os.sync()
+            time.sleep(args.settle)
+            for puller in pullers:
+                elapsed = puller.timed_pull()
                 print(f"round {round_number}: {puller.name}: {elapsed:.2f} s", file=sys.stderr)
 
         details = {

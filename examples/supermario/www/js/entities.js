@@ -54,7 +54,7 @@ export function moveAndCollide(body, grid, dt) {
     const rowTop = row * TILE;
     for (let col = left; col <= right; col++) {
       const tile = grid.at(col, row);
-      // A plank only holds a body that was above it before this step, so bodies jump up through it.
+      // A plank stops only a body that was above it before this step, so bodies can jump up through it.
       if (isSolid(tile) || (isOneWay(tile) && previousBottom <= rowTop + EDGE)) {
         body.y = rowTop - body.h;
         body.vy = 0;
@@ -151,7 +151,7 @@ export class Player {
 const ENEMY_WALK_SPEED = 32;
 const SQUASHED_TIME = 0.5;
 
-// A bilge beetle: walks until it hits a wall or another beetle, then turns; walks off ledges.
+// A bilge beetle. It walks until it hits a wall or another beetle, then turns, and it walks off ledges.
 export class Enemy {
   constructor(x, y) {
     this.w = 14;
@@ -205,7 +205,7 @@ export class Coin {
   }
 }
 
-// The coin that jumps out of a coin block and fades; it has already been counted.
+// The coin that jumps out of a coin block and disappears. It has already been counted.
 export class CoinPop {
   constructor(col, row) {
     this.x = col * TILE + 3;

@@ -1,4 +1,4 @@
-// The rules of one game: lives, score, coins, stomping, dying, the flag; no drawing and no DOM.
+// The rules of one game: lives, score, coins, stomping, dying and the flag. No drawing and no DOM.
 
 import { TILE, LEVEL_MAP, parseLevel, TileGrid } from './level.js';
 import { Player, Enemy, Coin, CoinPop, overlaps, STOMP_BOUNCE_SPEED } from './entities.js';
@@ -182,7 +182,7 @@ export class Game {
     }
   }
 
-  // Lose a life. A hit throws the hero up first; a fall into a pit just continues.
+  // Lose a life. A hit throws the hero up first, but a fall into a pit just continues.
   die(hitByEnemy) {
     this.lives -= 1;
     this.status = STATUS.DYING;

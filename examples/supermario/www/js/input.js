@@ -1,4 +1,4 @@
-// Keyboard input: which game actions are held down, and which were pressed since the game last asked.
+// Keyboard input: which game actions are held down, and which were pressed since the game last checked.
 
 const BINDINGS = {
   ArrowLeft: 'left',
