@@ -20,6 +20,7 @@ apt_packages=(
     iptables
     python3-venv
     tini              # --init runs tini-static as PID 1 inside containers
+    chromium          # the end-to-end test plays the demo game in headless Chromium
 )
 for argument in "$@"; do
     case "$argument" in

@@ -1,8 +1,8 @@
 """The demo game in headless Chromium, driven through the Chrome DevTools Protocol.
 
-The page is served from ``examples/supermario/www`` by a Python ``http.server`` on
-127.0.0.1, the way the game's image will serve it with busybox ``httpd``. The test
-reads the game through its read-only hook ``window.__game.state()``.
+The page is served from ``examples/supermario/www`` on 127.0.0.1 by Python's
+``http.server``, and in one test by busybox ``httpd``, the server of the game's
+image. The tests read the game through its read-only hook ``window.__game.state()``.
 """
 
 from __future__ import annotations
@@ -99,11 +99,12 @@ def busybox_game_url() -> Iterator[str]:
 
 
 class DevTools:
-    """A minimal DevTools Protocol client for one page target: commands in, results out, events dropped."""
+    """A minimal DevTools Protocol client for one page target. It keeps uncaught page exceptions, drops other events."""
 
     def __init__(self, websocket_url: str) -> None:
         self.connection = websocket.create_connection(websocket_url, timeout=30, suppress_origin=True)
         self.next_id = 0
+        self.exceptions: list[str] = []  # descriptions of uncaught exceptions in the page, once Runtime is enabled
 
     def send(self, method: str, **params: Any) -> dict[str, Any]:
         self.next_id += 1
@@ -111,8 +112,11 @@ class DevTools:
         self.connection.send(json.dumps({"id": command_id, "method": method, "params": params}))
         while True:
             message = json.loads(self.connection.recv())
+            if message.get("method") == "Runtime.exceptionThrown":
+                details = message["params"]["exceptionDetails"]
+                self.exceptions.append(details.get("exception", {}).get("description", details["text"]))
             if message.get("id") != command_id:
-                continue  # an event, or nothing we wait for
+                continue  # an event, or the reply to an earlier command that timed out
             if "error" in message:
                 raise AssertionError(f"DevTools command {method} failed: {message['error']}")
             return message["result"]
@@ -190,7 +194,7 @@ def live_group_members(group: int) -> list[int]:
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevTools]:
-    """One headless Chromium for the whole module; each test navigates it anew."""
+    """Start one headless Chromium for the whole module. Each test navigates it anew."""
     tmp_path = tmp_path_factory.mktemp("chromium")
     profile = tmp_path / "profile"
     profile.mkdir()
@@ -210,6 +214,7 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevTools]:
         page_target = next(target for target in targets if target["type"] == "page")
         devtools = DevTools(page_target["webSocketDebuggerUrl"])
         devtools.send("Page.enable")
+        devtools.send("Runtime.enable")
         yield devtools
     finally:
         if devtools is not None:
@@ -219,6 +224,7 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevTools]:
 
 
 def open_game(page: DevTools, url: str) -> None:
+    page.exceptions.clear()
     page.send("Page.navigate", url=url)
     deadline = time.monotonic() + 15
     while not page.evaluate("document.readyState === 'complete' && typeof window.__game === 'object'"):
@@ -232,7 +238,7 @@ def game_state(page: DevTools) -> dict[str, Any]:
 
 
 def canvas_color_count(page: DevTools) -> int:
-    """Count the distinct colours in the game canvas; a blank canvas has one."""
+    """Count the distinct colours in the game canvas. A blank canvas has one."""
     return page.evaluate(
         """(() => {
             const canvas = document.getElementById('screen');
@@ -289,6 +295,9 @@ def test_game_page_runs_and_moves(page: DevTools, game_url: str, tmp_path: Path)
     path.write_bytes(screenshot)
     log.info("game screenshot saved to %s", path)
 
+    game_state(page)  # reads the events that arrived meanwhile
+    assert page.exceptions == []
+
 
 def test_game_page_under_busybox_httpd(page: DevTools, busybox_game_url: str) -> None:
     # Browsers run module scripts only with a JavaScript MIME type, which busybox must send for .js.
@@ -297,16 +306,16 @@ def test_game_page_under_busybox_httpd(page: DevTools, busybox_game_url: str) ->
     assert canvas_color_count(page) > 20
 
 
-# The rules, checked on small maps of their own: the page imports the game's modules a second time and
-# steps a separate Game with scripted input, 60 steps per game second, independent of frame timing.
+# The rules, checked on small maps of their own. The page imports the game's modules a second time and
+# steps a separate Game with scripted input, at 60 steps per game second and independent of frame timing.
 SIMULATION = """
 (async () => {
     const { Game } = await import('./js/game.js');
-    const held = new Set();
-    const presses = new Set();
+    const heldActions = new Set();
+    const pendingPresses = new Set();
     const input = {
-        isHeld: (action) => held.has(action),
-        consumePress: (action) => presses.delete(action),
+        isHeld: (action) => heldActions.has(action),
+        consumePress: (action) => pendingPresses.delete(action),
     };
     const game = new Game(%(map)s);
     const states = [];
@@ -314,12 +323,12 @@ SIMULATION = """
         for (let i = 0; i < Math.round(seconds * 60); i++) game.step(input, 1 / 60);
     }
     // Step until the condition holds; throws if it does not within maxSeconds of game time.
-    function runUntil(condition, maxSeconds, what) {
+    function runUntil(condition, maxSeconds, description) {
         for (let i = 0; i < maxSeconds * 60; i++) {
             if (condition()) return;
             game.step(input, 1 / 60);
         }
-        throw new Error(`timed out after ${maxSeconds} game seconds waiting for ${what}`);
+        throw new Error(`timed out after ${maxSeconds} game seconds waiting for ${description}`);
     }
     function record(label) {
         states.push({ label, ...game.snapshot(), enemies: game.enemies.filter((e) => e.alive).length });
@@ -396,14 +405,14 @@ def test_walking_enemy_costs_life(page: DevTools, game_url: str) -> None:
 def test_pits_end_in_game_over(page: DevTools, game_url: str) -> None:
     game_map = [SKY] * 12 + ["..S" + "." * 20 + "F", "####....###############X", "####....################"]
     script = """
-        held.add('right');
+        heldActions.add('right');
         for (let attempt = 1; attempt <= 3; attempt++) {
             runUntil(() => game.status !== 'playing', 5, 'a fall into the pit');
             runUntil(() => game.status !== 'dying', 5, 'the end of the death animation');
             record('attempt ' + attempt);
         }
-        held.delete('right');
-        presses.add('start');
+        heldActions.delete('right');
+        pendingPresses.add('start');
         run(0.1);
         record('restarted');
     """
@@ -420,17 +429,17 @@ def test_pits_end_in_game_over(page: DevTools, game_url: str) -> None:
 def test_flag_wins_with_bonus(page: DevTools, game_url: str) -> None:
     game_map = [SKY] * 4 + ["." * 20 + "F..."] + [SKY] * 7 + ["..S.ooo" + "." * 10 + "XXX" + "X..."] + [GROUND] * 2
     script = """
-        held.add('right');
-        held.add('jump');
+        heldActions.add('right');
+        heldActions.add('jump');
         // Jump again on each landing: up the steps and onto the pole.
         runUntil(() => {
-            if (game.player.onGround) presses.add('jump');
+            if (game.player.onGround) pendingPresses.add('jump');
             return game.status !== 'playing';
         }, 10, 'the flag');
         record('touched');
         runUntil(() => game.status === 'won', 6, 'the win screen');
         record('end');
-        presses.add('start');
+        pendingPresses.add('start');
         run(0.1);
         record('again');
     """
@@ -446,11 +455,11 @@ def test_flag_wins_with_bonus(page: DevTools, game_url: str) -> None:
 def test_coin_block_gives_coin(page: DevTools, game_url: str) -> None:
     game_map = [SKY] * 9 + ["..?" + "." * 21] + [SKY] * 2 + ["..S" + "." * 20 + "F", "#" * 23 + "X", GROUND]
     script = """
-        presses.add('jump');
-        held.add('jump');
+        pendingPresses.add('jump');
+        heldActions.add('jump');
         run(1);
         record('first');
-        presses.add('jump');
+        pendingPresses.add('jump');
         run(1);
         record('second');
         states.push({ label: 'tile', tile: game.grid.at(2, 9) });
@@ -464,12 +473,12 @@ def test_coin_block_gives_coin(page: DevTools, game_url: str) -> None:
 
 def test_coins_collected(page: DevTools, game_url: str) -> None:
     game_map = [SKY] * 12 + ["..S.ooo" + "." * 16 + "F", "#" * 23 + "X", GROUND]
-    states = simulate(page, game_url, game_map, "held.add('right'); run(1.5); record('after');")
+    states = simulate(page, game_url, game_map, "heldActions.add('right'); run(1.5); record('after');")
     assert states["after"]["coins"] == 3
     assert states["after"]["score"] == 600
 
 
-# A bot that holds right and jumps only at a wall, at the edge of a pit, or before a beetle: if it can
+# A bot that runs right and jumps only at a wall, at the edge of a pit, or before a beetle. If it can
 # no longer finish the real level, a change to the map or the physics has made some jump impossible.
 LEVEL_BOT = """
     const { TILE, isSolid, isOneWay } = await import('./js/level.js');
@@ -491,13 +500,13 @@ LEVEL_BOT = """
             && e.x - (p.x + p.w) < 40 && Math.abs(e.y - p.y) < 20);
         return wall || pit || beetle;
     }
-    held.add('right');
+    heldActions.add('right');
     runUntil(() => {
         if (game.player.onGround && game.status === 'playing' && shouldJump()) {
-            presses.add('jump');
-            held.add('jump');
+            pendingPresses.add('jump');
+            heldActions.add('jump');
         }
-        if (game.player.vy > 0) held.delete('jump');
+        if (game.player.vy > 0) heldActions.delete('jump');
         return game.status === 'won' || game.status === 'gameover';
     }, 120, 'the end of the level');
     record('end');

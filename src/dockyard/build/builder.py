@@ -261,10 +261,7 @@ class Builder:
             except ImageNotFound:
                 image_id = None
         if image_id is None:
-            try:
-                image_id = self.images.pull(name).image_id
-            except ImageNotFound:
-                raise
+            image_id = self.images.pull(name).image_id
         record = self.images.state.image(image_id)
         if record is None:
             raise ImageNotFound(name)

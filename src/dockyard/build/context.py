@@ -164,14 +164,6 @@ class BuildContext:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def size(self) -> int:
-        """Return the bytes of the files that are not excluded, for ``Sending build context``."""
-        total = 0
-        for relative, entry in self.walk(""):
-            if entry.is_file(follow_symlinks=False):
-                total += entry.stat(follow_symlinks=False).st_size
-        return total
-
     def walk(self, relative: str) -> list[tuple[str, os.DirEntry[str]]]:
         """Return the entries below the context-relative directory ``relative`` that are not excluded, parents first."""
         found: list[tuple[str, os.DirEntry[str]]] = []

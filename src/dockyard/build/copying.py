@@ -34,7 +34,9 @@ class Item:
     """One entry of the layer: ``name`` in the image, read from ``path`` (a ``/proc/self/fd`` path) or ``data``."""
 
     name: str
-    kind: str               # "file", "dir", "symlink", "archive"
+    # "file", "dir", "symlink", "archive" (extracted below name), or "mkdir":
+    # the destination of a copied directory, created as a new parent directory would be.
+    kind: str
     path: str | None
     mode: int
     mtime: float
@@ -117,7 +119,8 @@ class Collector:
         path = f"/proc/self/fd/{descriptor}"
         st = os.stat(path)
         if stat.S_ISDIR(st.st_mode):
-            self.items.append(Item(destination, "dir", path, self._mode(st), st.st_mtime))
+            # As in Docker, the directory's contents are copied, not the directory's own metadata.
+            self.items.append(Item(destination, "mkdir", None, NEW_DIRECTORY_MODE, 0))
             self._walk(path, source, destination)
             return
         name = posixpath.join(destination, posixpath.basename(source)) if to_directory else destination
@@ -217,10 +220,12 @@ def write_tar(out: BinaryIO, items: list[Item], owner: Owner | None, lower_stat:
     ``owner``, or to root (0:0) without one; archives keep their members' owners
     unless ``owner`` is given.
     """
-    names = {item.name.strip("/") for item in items if item.kind != "archive"}
+    names = {item.name.strip("/") for item in items if item.kind not in ("archive", "mkdir")}
+    new_directories = parent_directories(items)
+    new_directories += [item.name.strip("/") for item in items if item.kind in ("archive", "mkdir")]
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as archive:
-        for parent in parent_directories(items):
-            if parent in names:
+        for parent in dict.fromkeys(new_directories):
+            if parent in names or not parent:
                 continue
             info = tarfile.TarInfo(parent)
             info.type = tarfile.DIRTYPE
@@ -235,6 +240,8 @@ def write_tar(out: BinaryIO, items: list[Item], owner: Owner | None, lower_stat:
         for item in items:
             if item.kind == "archive":
                 _write_archive_members(archive, item, owner)
+                continue
+            if item.kind == "mkdir":
                 continue
             name = item.name.strip("/")
             if not name:

@@ -16,7 +16,7 @@ import logging
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Sequence
 
 from dockyard.errors import BuildError
 
@@ -156,7 +156,7 @@ class Layering:
                 return False
         return True
 
-    def record(self, image: ImageState, tags: list[str] = ()) -> str:  # type: ignore[assignment]
+    def record(self, image: ImageState, tags: Sequence[str] = ()) -> str:
         """Store the image (config blob, layers, tags) in the state database; returns its ID."""
         from dockyard.engine.state import ImageRecord
         from dockyard.image import reference as references

@@ -15,7 +15,7 @@ BUILD_ERROR_EXIT = 1
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``build`` and ``image build``-style flags."""
+    """Add the ``build`` command."""
     parser = subparsers.add_parser("build", help="Build an image from a Dockerfile",
                                    description="Build an image from a Dockerfile",
                                    usage="dockyard build [OPTIONS] PATH | -")

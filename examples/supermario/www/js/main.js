@@ -28,7 +28,7 @@ function frame(now) {
   requestAnimationFrame(frame);
 }
 
-// Tests read the hero's position and the game's status here; there is nothing to write.
+// Tests read the hero's position and the game's status here. The hook cannot change the game.
 window.__game = Object.freeze({
   state() {
     return game.snapshot();
