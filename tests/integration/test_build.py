@@ -334,3 +334,80 @@ def test_quiet_and_iidfile(builder, tmp_path):
     assert re.fullmatch(r"sha256:[0-9a-f]{64}", image_id)
     assert iidfile.read_text() == image_id
     assert builder.config(image_id)["Labels"] == {"quiet": "yes", "extra": "1"}
+
+
+def test_dockerfile_on_stdin_and_other_path(builder, tmp_path):
+    result = builder.dockyard.run("build", "-t", "piped", "-", input=f"FROM {builder.busybox}\nRUN echo piped > /p.txt\n")
+    assert "Successfully tagged piped:latest" in result.stdout
+    assert builder.run("piped", "cat", "/p.txt") == "piped\n"
+
+    elsewhere = tmp_path / "Dockerfile.other"
+    elsewhere.write_text(f"FROM {builder.busybox}\nCOPY data.txt /\n")
+    builder.write("data.txt", "from the context\n")
+    builder.dockyard.run("build", "-f", str(elsewhere), "-t", "other", str(builder.context))
+    assert builder.run("other", "cat", "/data.txt") == "from the context\n"
+
+
+def test_copy_missing_or_ignored_file_fails(builder):
+    builder.write("secret.key", "x\n")
+    builder.write(".dockerignore", "*.key\n")
+    builder.dockerfile("FROM BUSYBOX\nCOPY secret.key /\n")
+    result = builder.build(check=False)
+    assert result.returncode == 1
+    assert "secret.key" in result.stderr
+    assert "excluded by .dockerignore" in result.stderr
+
+    builder.dockerfile("FROM BUSYBOX\nCOPY missing.txt /\n")
+    result = builder.build(check=False)
+    assert result.returncode == 1
+    assert "missing.txt" in result.stderr
+
+
+def test_shell_healthcheck_onbuild_entrypoint(builder):
+    builder.dockerfile(
+        "FROM BUSYBOX\n"
+        'CMD ["from-base"]\n'
+        'SHELL ["/bin/sh", "-xc"]\n'
+        "RUN echo traced\n"
+        "HEALTHCHECK --interval=5s --retries=2 CMD wget -q localhost\n"
+        "ONBUILD RUN echo triggered > /onbuild.txt\n"
+    )
+    result = builder.build("-t", "parent")
+    assert "+ echo traced" in result.stdout
+    config = builder.config("parent")
+    assert config["Shell"] == ["/bin/sh", "-xc"]
+    assert config["Healthcheck"] == {"Test": ["CMD-SHELL", "wget -q localhost"], "Interval": 5_000_000_000, "Retries": 2}
+    assert config["OnBuild"] == ["RUN echo triggered > /onbuild.txt"]
+
+    builder.dockerfile('FROM parent\nENTRYPOINT ["cat"]\n')
+    builder.build("-t", "child")
+    child = builder.config("child")
+    assert child["Entrypoint"] == ["cat"]
+    assert child.get("Cmd") is None
+    assert not child.get("OnBuild")
+    assert builder.dockyard.run("run", "--rm", "--entrypoint", "cat", "child", "/onbuild.txt").stdout == "triggered\n"
+
+
+@pytest.mark.parametrize("dockerfile, message", [
+    ("FROM BUSYBOX\nRUN --mount=type=cache,target=/c true\n", "RUN --mount is not supported"),
+    ("ARG BASE\nFROM $BASE\n", "names no image after substitution"),
+    ("RUN true\nFROM BUSYBOX\n", "only ARG may come before FROM"),
+    ("FROM BUSYBOX\nADD http://127.0.0.1:1/file /\n", "ADD from a URL or git repository is not supported"),
+    ("FROM BUSYBOX\nCOPY a b c\n", "must be a directory and end with a /"),
+])
+def test_invalid_dockerfiles_rejected(builder, dockerfile, message):
+    builder.write("a", "a\n")
+    builder.write("b", "b\n")
+    builder.dockerfile(dockerfile)
+    result = builder.build(check=False)
+    assert result.returncode == 1
+    assert message in result.stderr
+
+
+def test_pull_flag_and_rmi_after_build(builder):
+    builder.dockerfile("FROM BUSYBOX\nRUN echo layer > /layer.txt\n")
+    result = builder.build("--pull", "-t", "pulled")
+    assert "Successfully tagged pulled:latest" in result.stdout
+    snapshots_before = builder.dockyard.snapshots()
+    builder.dockyard.run("rmi", "pulled")
+    assert len(builder.dockyard.snapshots()) == len(snapshots_before) - 1

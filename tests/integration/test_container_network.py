@@ -213,7 +213,7 @@ def test_rename_changes_dns_name_on_user_network(busybox_dockyard: Dockyard, tes
                                  "sleep", "100")
         address = inspect(busybox_dockyard, "oldname")["NetworkSettings"]["Networks"]["renamenet"]["IPAddress"]
         busybox_dockyard.run("rename", "oldname", "newname")
-        # A container started before the rename asks, because starting a new one would refresh the names anyway.
+        # A container started before the rename runs the lookups, because starting a new one would refresh the names anyway.
         lookups = busybox_dockyard.run(
             "exec", "client", "sh", "-c", "nslookup newname; echo new=$?; nslookup oldname; echo old=$?", check=False,
         )

@@ -51,7 +51,7 @@ def test_default_field_types_match_spec():
             assert isinstance(value, expected), f"HostConfig.{field} = {value!r}"
 
 
-def test_config_takes_healthcheck_shell_and_args_escaped_from_image():
+def test_config_fields_from_image():
     image = {"Cmd": ["run.exe"], "ArgsEscaped": True, "Shell": ["/bin/bash", "-c"],
              "Healthcheck": {"Test": ["CMD", "true"], "Interval": 30_000_000_000}}
     config = ocispec.merge_config({"Healthcheck": {"Retries": 2}}, image, "c" * 64)

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dockyard.build import dockerfile as dockerfiles
-from dockyard.build.builder import parse_duration
+from dockyard.build.metadata import parse_duration
 from dockyard.build.dockerfile import expand, expand_words, parse, parse_key_values, split_words
 from dockyard.errors import BuildError
 
@@ -43,6 +43,11 @@ def test_directive_after_instruction_is_comment():
     result = parse("FROM busybox\n# escape=`\nRUN echo a \\\n b\n")
     assert result.escape == "\\"
     assert result.instructions[1].arguments == "echo a b"
+
+
+def test_unknown_directive_ends_directives():
+    result = parse("# unknown=x\n# escape=`\nFROM busybox\n")
+    assert result.escape == "\\"
 
 
 def test_duplicate_directive_rejected():

@@ -2,14 +2,14 @@
 
 Each stage starts from its ``FROM`` image. ``RUN`` runs in a temporary
 container of the current image, whose upper directory then becomes a new
-layer, exactly as ``commit`` makes one; the container is removed whether the
+layer, as ``commit`` makes one. The container is removed whether the
 command succeeds or not. ``COPY`` and ``ADD`` write a layer directly from a
 tar stream made in Python. Every other instruction changes only the config
 and adds an ``empty_layer`` history entry.
 
 The image after each step is known by its config digest. Only images that a
 ``RUN`` container needs, and the final image, are recorded in the state
-database; an intermediate image recorded for a ``RUN`` is deleted again
+database. An intermediate image recorded for a ``RUN`` is deleted again
 afterwards, so ``images`` does not list it. The whole build holds the shared
 GC lock, so garbage collection cannot remove a snapshot that a later step
 still builds on.
@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from dockyard.build import dockerfile as dockerfiles
+from dockyard.build import metadata
 from dockyard.build.cache import BuildCache, step_key
 from dockyard.build.context import BuildContext
 from dockyard.build.dockerfile import Instruction
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SHELL = ["/bin/sh", "-c"]
 NOP = "/bin/sh -c #(nop) "
 
 # Build arguments every Dockerfile may use without declaring them; they are left out of the history.
@@ -53,7 +53,8 @@ PREDEFINED_ARGS = frozenset({
     "ALL_PROXY", "all_proxy",
 })
 
-# Flags each instruction accepts; any other flag is rejected by name.
+# Flags each instruction accepts; any other flag is rejected by name. ``--link`` changes
+# only how BuildKit stores the layer, not its content, so it is accepted and has no effect.
 ACCEPTED_FLAGS = {
     "FROM": {"platform"},
     "RUN": set(),
@@ -62,8 +63,6 @@ ACCEPTED_FLAGS = {
     "HEALTHCHECK": {"interval", "timeout", "start-period", "start-interval", "retries"},
 }
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_DURATION_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
 
 
 @dataclass
@@ -108,7 +107,7 @@ def short_id(image_id: str) -> str:
 
 
 class Builder:
-    """Builds images in one engine's root; ``output`` gets the build's text output."""
+    """The Dockerfile executor of one engine's root; ``output`` receives the build's text output."""
 
     def __init__(self, engine: "Engine", output: Callable[[str], None]) -> None:
         self.engine = engine
@@ -122,7 +121,10 @@ class Builder:
     def build(self, context: BuildContext, dockerfile_text: str, options: BuildOptions) -> BuildResult:
         """Build the Dockerfile's target stage (the last one unless ``options.target``); returns its image ID."""
         from dockyard.engine import locks
+        from dockyard.image import reference as references
 
+        # An invalid -t fails before the build starts, not after it.
+        tags = [references.parse_repository(tag).familiar() for tag in options.tags]
         parsed = dockerfiles.parse(dockerfile_text)
         self.escape = parsed.escape
         self.context = context
@@ -149,9 +151,6 @@ class Builder:
                 self.output(f"[Warning] One or more build-args [{' '.join(unused)}] were not consumed\n")
             image_id = self.layering.record(final, options.tags)
         self.output(f"Successfully built {short_id(image_id)}\n")
-        from dockyard.image import reference as references
-
-        tags = [references.parse_repository(tag).familiar() for tag in options.tags]
         for tag in tags:
             self.output(f"Successfully tagged {tag}\n")
         return BuildResult(image_id, tags)
@@ -225,7 +224,15 @@ class Builder:
         if set(instruction.flags) - ACCEPTED_FLAGS["FROM"]:
             raise BuildError(f"Dockerfile line {instruction.line}: unknown flag for FROM: {sorted(instruction.flags)}")
         name = dockerfiles.expand(instruction.arguments.split()[0], self.meta_args, self.escape)
-        stage.image = self._base_image(name, instruction.flags.get("platform"))
+        if not name:
+            raise BuildError(
+                f"Dockerfile line {instruction.line}: {instruction.original} names no image after substitution; "
+                "declare the variable with ARG before the first FROM, or pass it with --build-arg"
+            )
+        platform = instruction.flags.get("platform")
+        if platform is not None:
+            platform = dockerfiles.expand(platform, self.meta_args, self.escape)
+        stage.image = self._base_image(name, platform)
         self.output(f" ---> {short_id(stage.image.image_id)}\n")
         triggers = stage.image.container_config.get("OnBuild") or []
         if triggers:
@@ -287,6 +294,7 @@ class Builder:
             self._metadata(stage, instruction)
 
     def _cached(self, key: str) -> ImageState | None:
+        """Return the image a cache entry records, or None (and drop the entry) when its layers are gone."""
         if self.options.no_cache:
             return None
         entry = self.cache.get(key)
@@ -296,9 +304,11 @@ class Builder:
             layers = [layer_from_json(values) for values in entry["layers"]]
             raw = entry["config"].encode()
             config = json.loads(raw)
-        except (KeyError, TypeError, ValueError, BuildError):
+        except (KeyError, TypeError, ValueError, AttributeError, BuildError):
+            self.cache.remove(key)
             return None
         if not self.layering.is_complete(layers):
+            self.cache.remove(key)
             return None
         return ImageState(config, layers, raw=raw)
 
@@ -316,7 +326,7 @@ class Builder:
         self.cache.put(key, {"config": image.config_bytes.decode(), "layers": [layer_to_json(layer) for layer in image.layers]})
 
     def _nop(self, stage: Stage, text: str, change: Callable[[dict[str, Any]], None]) -> None:
-        """A step that changes only the config: an ``empty_layer`` history entry, as Docker writes it."""
+        """Run a step that changes only the config, with an ``empty_layer`` history entry as Docker writes it."""
         def make(image: ImageState) -> None:
             change(image.container_config)
             image.with_history(f"{NOP} {text}", empty_layer=True)
@@ -350,123 +360,20 @@ class Builder:
         self._step(stage, key, lambda image: image.with_history(f"{NOP} ARG {' '.join(texts)}", empty_layer=True))
 
     def _metadata(self, stage: Stage, instruction: Instruction) -> None:
-        keyword = instruction.keyword
-        if keyword in ("ENV", "LABEL"):
-            pairs = [
-                (self._expand(stage, key), self._expand(stage, value))
-                for key, value in dockerfiles.parse_key_values(instruction.arguments, keyword, self.escape)
-            ]
-            text = f"{keyword} " + " ".join(f"{key}={value}" for key, value in pairs)
+        variables = stage.variables()
+        config = stage.image.container_config
+        change = metadata.plan(instruction, variables, self.escape, config)
+        if instruction.keyword == "ENTRYPOINT" and not stage.cmd_set:
+            # Docker's rule: an ENTRYPOINT clears the Cmd inherited from the base image, but not one set in this stage.
+            change = metadata.also_clear_cmd(change)
+        if instruction.keyword == "CMD":
+            stage.cmd_set = True
 
-            def change(config: dict[str, Any]) -> None:
-                if keyword == "ENV":
-                    env = list(config.get("Env") or [])
-                    for key, value in pairs:
-                        # A variable set again keeps its place in the list, as in Docker.
-                        names = [entry.partition("=")[0] for entry in env]
-                        if key in names:
-                            env[names.index(key)] = f"{key}={value}"
-                        else:
-                            env.append(f"{key}={value}")
-                    config["Env"] = env
-                else:
-                    config["Labels"] = {**(config.get("Labels") or {}), **dict(pairs)}
+        def make(image: ImageState) -> None:
+            change.apply(image.config)
+            image.with_history(f"{NOP} {change.text}", empty_layer=True)
 
-            self._nop(stage, text, change)
-        elif keyword in ("CMD", "ENTRYPOINT"):
-            command = self._command(stage, instruction)
-            text = f"{keyword} [" + " ".join(json.dumps(word) for word in command) + "]"
-            field_name = "Cmd" if keyword == "CMD" else "Entrypoint"
-            reset_cmd = keyword == "ENTRYPOINT" and not stage.cmd_set
-
-            def change(config: dict[str, Any]) -> None:
-                config[field_name] = command
-                if reset_cmd:
-                    config["Cmd"] = None
-
-            if keyword == "CMD":
-                stage.cmd_set = True
-            self._nop(stage, text, change)
-        elif keyword == "USER":
-            user = self._expand(stage, instruction.arguments.strip())
-            if not user:
-                raise BuildError(f"Dockerfile line {instruction.line}: USER requires exactly one argument")
-            self._nop(stage, f"USER {user}", lambda config: config.__setitem__("User", user))
-        elif keyword == "EXPOSE":
-            ports = []
-            for word in self._expand_words(stage, instruction):
-                port, _, protocol = word.partition("/")
-                if not port or not all(part.isdigit() for part in port.split("-")):
-                    raise BuildError(f"Dockerfile line {instruction.line}: invalid containerPort: {word}")
-                ports.append(f"{port}/{(protocol or 'tcp').lower()}")
-            self._nop(stage, "EXPOSE " + " ".join(ports),
-                      lambda config: config.__setitem__("ExposedPorts", {**(config.get("ExposedPorts") or {}),
-                                                                         **{port: {} for port in ports}}))
-        elif keyword == "VOLUME":
-            volumes = self._expand_words(stage, instruction)
-            if not volumes or any(not volume for volume in volumes):
-                raise BuildError(f"Dockerfile line {instruction.line}: VOLUME specified can not be an empty string")
-            self._nop(stage, "VOLUME [" + " ".join(volumes) + "]",
-                      lambda config: config.__setitem__("Volumes", {**(config.get("Volumes") or {}),
-                                                                    **{volume: {} for volume in volumes}}))
-        elif keyword == "STOPSIGNAL":
-            signal = self._expand(stage, instruction.arguments.strip())
-            self._nop(stage, f"STOPSIGNAL {signal}", lambda config: config.__setitem__("StopSignal", signal))
-        elif keyword == "SHELL":
-            shell = instruction.json_form()
-            if not shell:
-                raise BuildError(f"Dockerfile line {instruction.line}: SHELL requires the arguments to be in JSON form")
-            self._nop(stage, "SHELL [" + " ".join(shell) + "]", lambda config: config.__setitem__("Shell", shell))
-        elif keyword == "HEALTHCHECK":
-            healthcheck = self._healthcheck(stage, instruction)
-            self._nop(stage, f"HEALTHCHECK &{json.dumps(healthcheck)}",
-                      lambda config: config.__setitem__("Healthcheck", healthcheck))
-        elif keyword == "ONBUILD":
-            trigger = instruction.arguments.strip()
-            word = trigger.split(None, 1)[0].upper() if trigger else ""
-            if word in ("ONBUILD", "FROM", "MAINTAINER") or not word:
-                raise BuildError(f"Dockerfile line {instruction.line}: {word or 'an empty'} isn't allowed as an ONBUILD trigger")
-            self._nop(stage, f"ONBUILD {trigger}",
-                      lambda config: config.__setitem__("OnBuild", [*(config.get("OnBuild") or []), trigger]))
-        elif keyword == "MAINTAINER":
-            author = self._expand(stage, instruction.arguments.strip())
-
-            def make(image: ImageState) -> None:
-                image.config["author"] = author
-                image.with_history(f"{NOP} MAINTAINER {author}", empty_layer=True)
-
-            self._step(stage, f"MAINTAINER {author}", make)
-        else:
-            raise BuildError(f"Dockerfile line {instruction.line}: {keyword} is not supported")
-
-    def _command(self, stage: Stage, instruction: Instruction) -> list[str]:
-        json_form = instruction.json_form()
-        if json_form is not None:
-            return json_form
-        shell = stage.image.container_config.get("Shell") or DEFAULT_SHELL
-        return [*shell, instruction.arguments]
-
-    def _healthcheck(self, stage: Stage, instruction: Instruction) -> dict[str, Any]:
-        arguments = instruction.arguments.strip()
-        kind, _, rest = arguments.partition(" ")
-        if kind.upper() == "NONE":
-            if instruction.flags or rest.strip():
-                raise BuildError(f"Dockerfile line {instruction.line}: HEALTHCHECK NONE takes no arguments")
-            return {"Test": ["NONE"]}
-        if kind.upper() != "CMD":
-            raise BuildError(f"Dockerfile line {instruction.line}: HEALTHCHECK needs CMD or NONE, not {kind!r}")
-        command = dockerfiles.json_array(rest)
-        result: dict[str, Any] = {"Test": ["CMD", *command] if command is not None else ["CMD-SHELL", rest.strip()]}
-        names = {"interval": "Interval", "timeout": "Timeout", "start-period": "StartPeriod", "start-interval": "StartInterval"}
-        for flag, key in names.items():
-            if flag in instruction.flags:
-                result[key] = parse_duration(instruction.flags[flag], f"HEALTHCHECK --{flag}")
-        if "retries" in instruction.flags:
-            try:
-                result["Retries"] = int(instruction.flags["retries"])
-            except ValueError:
-                raise BuildError(f"HEALTHCHECK --retries={instruction.flags['retries']}: not a number") from None
-        return result
+        self._step(stage, change.text, make)
 
     # -- WORKDIR ---------------------------------------------------------------------------------
 
@@ -506,12 +413,12 @@ class Builder:
         else:
             command = instruction.arguments
             if instruction.heredocs:
-                only = dockerfiles._HEREDOC.fullmatch(command.strip())
+                only = dockerfiles.HEREDOC_PATTERN.fullmatch(command.strip())
                 if only and len(instruction.heredocs) == 1:
                     command = instruction.heredocs[0].content  # "RUN <<EOF": the heredoc is the script
                 else:
                     command += "\n" + "".join(f"{doc.content}{doc.name}\n" for doc in instruction.heredocs)
-            shell = stage.image.container_config.get("Shell") or DEFAULT_SHELL
+            shell = stage.image.container_config.get("Shell") or metadata.DEFAULT_SHELL
             argv = [*shell, command]
         # Declared build arguments that ENV does not override are in the command's environment.
         env_keys = {entry.partition("=")[0] for entry in stage.image.container_config.get("Env") or []}
@@ -619,8 +526,10 @@ class Builder:
         owner = copying.resolve_owner(self._expand(stage, flags["chown"]), lowers, keyword) if "chown" in flags else None
         heredocs = {doc.name: doc for doc in instruction.heredocs}
 
-        with self._source_root(stage, flags.get("from")) as (root_fd, ignore):
-            collector = copying.Collector(root_fd, ignore, chmod, extract_archives=keyword == "ADD" and "from" not in flags)
+        source_stage = self._expand(stage, flags["from"]) if "from" in flags else None
+        with self._source_root(stage, source_stage) as (root_fd, ignore):
+            collector = copying.Collector(root_fd, ignore, chmod, extract_archives=keyword == "ADD" and "from" not in flags,
+                                          keyword=keyword)
             try:
                 expanded: list[str] = []
                 inline: list[tuple[str, bytes]] = []
@@ -652,7 +561,9 @@ class Builder:
                 digest = collector.digest()
                 kind = "file" if count == 1 and collector.items and collector.items[0].kind == "file" else "dir"
                 created_by = f"{NOP}{keyword} {kind}:{digest.split(':', 1)[1]} in {target} "
-                key_text = f"{keyword} --chown={flags.get('chown', '')} --chmod={flags.get('chmod', '')} {target} {created_by}"
+                ids = f"{owner.uid}:{owner.gid}" if owner else ""
+                mode = f"{chmod:o}" if chmod is not None else ""
+                key_text = f"{keyword} --chown={ids} --chmod={mode} {target} {created_by}"
                 mkdir_owner = owner or copying.Owner(0, 0)
 
                 def make(image: ImageState) -> None:
@@ -721,16 +632,3 @@ def open_image_root(lowers: list[str], tmp_dir: Any) -> Iterator[int]:
     finally:
         os.close(fd)
 
-
-def parse_duration(text: str, what: str) -> int:
-    """Parse a Go duration such as ``30s`` or ``1m30s``; returns nanoseconds."""
-    position = 0
-    total = 0
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != position:
-            break
-        total += int(float(match.group(1)) * _DURATION_UNITS[match.group(2)])
-        position = match.end()
-    if position != len(text) or not text:
-        raise BuildError(f"{what}={text}: invalid duration: use a number with a unit, such as 30s or 1m30s")
-    return total

@@ -1,12 +1,12 @@
-"""The build cache: which image a step made from a parent image, kept as a JSON index under the root.
+"""The build cache: which image a step made from a parent image, one JSON file per step under the root.
 
 A step's key is the SHA-256 of its parent image ID, its instruction text after
 variable substitution (for ``RUN``, the command with the build arguments it
-sees) and, for ``COPY`` and ``ADD``, a digest of the files it copies. The value
-is the resulting image config and layers, so that a hit gives the same image
-ID as the first build. Layers are not kept alive by the cache: garbage
-collection removes those no image uses, and the builder treats an entry whose
-layers are gone as a miss.
+sees) and, for ``COPY`` and ``ADD``, a digest of the files it copies. The
+entry, ``root/build/cache/<key>.json``, holds the resulting image config and
+layers, so that a hit gives the same image ID as the first build. Layers are
+not kept alive by the cache: garbage collection removes those no image uses,
+and the builder treats an entry whose layers are gone as a miss and removes it.
 """
 
 from __future__ import annotations
@@ -19,12 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from dockyard.engine import locks
-
 log = logging.getLogger(__name__)
-
-# Oldest entries are dropped beyond this many; each holds one image config (a few KiB).
-MAX_ENTRIES = 2000
 
 
 def step_key(parent_id: str, instruction: str, files_digest: str | None = None) -> str:
@@ -34,41 +29,37 @@ def step_key(parent_id: str, instruction: str, files_digest: str | None = None) 
 
 
 class BuildCache:
-    """``root/build/cache.json``: step keys to ``{"config": text, "layers": [...]}``."""
+    """Entries ``{"config": text, "layers": [...]}`` in ``root/build/cache``, one file per key."""
 
     def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-        self.path = self.root / "build" / "cache.json"
+        self.directory = Path(root) / "build" / "cache"
 
-    def _load(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return {}
-        except ValueError:
-            log.warning("ignoring the unreadable build cache %s", self.path)
-            return {}
-        return data if isinstance(data, dict) else {}
+    def _path(self, key: str) -> Path:
+        return self.directory / f"{key}.json"
 
     def get(self, key: str) -> dict[str, Any] | None:
-        entry = self._load().get(key)
+        try:
+            entry = json.loads(self._path(key).read_text())
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            log.warning("ignoring the unreadable build cache entry %s", self._path(key))
+            return None
         return entry if isinstance(entry, dict) else None
 
     def put(self, key: str, entry: dict[str, Any]) -> None:
-        """Add an entry; the file is replaced atomically under a lock, so concurrent builds lose no entry."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with locks.file_lock(self.root / "locks" / "build-cache"):
-            data = self._load()
-            data.pop(key, None)
-            data[key] = entry
-            while len(data) > MAX_ENTRIES:
-                data.pop(next(iter(data)))
-            descriptor, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".cache-")
-            try:
-                with os.fdopen(descriptor, "w") as file:
-                    json.dump(data, file)
-                os.replace(temporary, self.path)
-            except BaseException:
-                os.unlink(temporary)
-                raise
+        """Store an entry; it is written to a temporary file and renamed, so a reader never sees half of it."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(dir=self.directory, prefix=".entry-")
+        try:
+            with os.fdopen(descriptor, "w") as file:
+                json.dump(entry, file)
+            os.replace(temporary, self._path(key))
+        except BaseException:
+            os.unlink(temporary)
+            raise
         log.debug("stored build cache entry %s", key)
+
+    def remove(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+        log.debug("removed stale build cache entry %s", key)

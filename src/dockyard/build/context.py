@@ -220,7 +220,7 @@ def looks_like_tar(head: bytes) -> bool:
 def peekable(stream: BinaryIO, size: int = 512) -> tuple[bytes, BinaryIO]:
     """Read ``size`` bytes off ``stream`` and return them with a stream that yields them again."""
     head = stream.read(size)
-    return head, _Chain(head, stream)
+    return head, io.BufferedReader(_Chain(head, stream))
 
 
 class _Chain(io.RawIOBase):

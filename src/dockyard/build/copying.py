@@ -95,8 +95,10 @@ def expand_sources(root_fd: int, pattern: str, ignore: IgnoreRules | None) -> li
 class Collector:
     """Collects the items of one COPY or ADD and computes their digest."""
 
-    def __init__(self, root_fd: int, ignore: IgnoreRules | None, chmod: int | None, extract_archives: bool) -> None:
+    def __init__(self, root_fd: int, ignore: IgnoreRules | None, chmod: int | None, extract_archives: bool,
+                 keyword: str = "COPY") -> None:
         self.root_fd = root_fd
+        self.keyword = keyword
         self.ignore = ignore
         self.chmod = chmod
         self.extract_archives = extract_archives
@@ -111,10 +113,16 @@ class Collector:
     def add_source(self, source: str, destination: str, to_directory: bool) -> None:
         """Add the source path (root-relative) as ``destination`` (a file path, or a directory with ``to_directory``)."""
         if self.ignore is not None and source and self.ignore.excludes(source):
-            raise BuildError(f"COPY failed: file not found in build context or excluded by .dockerignore: stat {source}: file does not exist")
+            raise BuildError(
+                f"{self.keyword} failed: file not found in build context or excluded by .dockerignore: "
+                f"stat {source}: file does not exist"
+            )
         descriptor = _open_beneath(self.root_fd, source)
         if descriptor is None:
-            raise BuildError(f"COPY failed: file not found in build context or excluded by .dockerignore: stat {source or '.'}: file does not exist")
+            raise BuildError(
+                f"{self.keyword} failed: file not found in build context or excluded by .dockerignore: "
+                f"stat {source or '.'}: file does not exist"
+            )
         self._open.append(descriptor)
         path = f"/proc/self/fd/{descriptor}"
         st = os.stat(path)

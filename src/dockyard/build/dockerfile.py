@@ -34,8 +34,11 @@ KNOWN_INSTRUCTIONS = frozenset({
     "MAINTAINER", "ONBUILD", "RUN", "SHELL", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR",
 })
 
+# Parser directives Docker knows; ``syntax`` and ``check`` are accepted and have no effect here.
+DIRECTIVES = frozenset({"escape", "syntax", "check"})
+
 _DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
-_HEREDOC = re.compile(r"<<(-?)\s*(?:\"([^\"]+)\"|'([^']+)'|([A-Za-z0-9_]+))")
+HEREDOC_PATTERN = re.compile(r"<<(-?)\s*(?:\"([^\"]+)\"|'([^']+)'|([A-Za-z0-9_]+))")
 _FLAG = re.compile(r"^--([a-z][a-z-]*)(?:=(.*))?$")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -103,8 +106,8 @@ def parse(text: str) -> Dockerfile:
     seen: set[str] = set()
     while index < len(lines):
         match = _DIRECTIVE.match(lines[index].strip())
-        if not match:
-            break
+        if not match or match.group(1).lower() not in DIRECTIVES:
+            break  # an unknown directive is a comment, and so ends the directives
         name, value = match.group(1).lower(), match.group(2)
         if name in seen:
             raise BuildError(f"Dockerfile line {index + 1}: only one {name} parser directive can be used")
@@ -127,16 +130,13 @@ def parse(text: str) -> Dockerfile:
         # A line that ends with the escape character continues on the next line.
         while _continues(current, escape):
             parts.append(current[:-1])
-            current = None
+            current = ""
             while index < len(lines):
                 candidate = lines[index].strip()
                 index += 1
                 if candidate.startswith("#") or not candidate:
                     continue  # comments and empty lines inside a continued instruction are dropped
                 current = candidate
-                break
-            if current is None:
-                current = ""
                 break
         parts.append(current)
         joined = "".join(parts).strip()
@@ -151,7 +151,7 @@ def parse(text: str) -> Dockerfile:
         flags, arguments = split_flags(rest, start + 1) if keyword in ("FROM", "RUN", "COPY", "ADD", "HEALTHCHECK") else ({}, rest)
         heredocs: list[Heredoc] = []
         if keyword in HEREDOC_INSTRUCTIONS and json_array(arguments) is None:
-            for match in _HEREDOC.finditer(arguments):
+            for match in HEREDOC_PATTERN.finditer(arguments):
                 strip_tabs = match.group(1) == "-"
                 name = match.group(2) or match.group(3) or match.group(4)
                 body, index = _read_heredoc(lines, index, name, strip_tabs, start + 1)
@@ -165,7 +165,7 @@ def _continues(line: str, escape: str) -> bool:
 
 
 def _read_heredoc(lines: list[str], index: int, name: str, strip_tabs: bool, line_number: int) -> tuple[str, int]:
-    body = []
+    body: list[str] = []
     while index < len(lines):
         line = lines[index]
         index += 1

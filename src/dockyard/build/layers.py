@@ -102,7 +102,7 @@ class _HashingWriter:
 
 
 class Layering:
-    """Writes layers and records images in one root; callers hold the shared GC lock around it."""
+    """The layer writer and image recorder of one root; callers hold the shared GC lock while they use it."""
 
     def __init__(self, images: "ImageService") -> None:
         self.images = images

@@ -67,7 +67,7 @@ def build(args: argparse.Namespace, context: "Context") -> int:
             build_context = BuildContext.from_tar(stream, work_dir)  # type: ignore[arg-type]
         else:
             build_context = BuildContext.empty(work_dir)
-            dockerfile_text = (head + stream.read()).decode()
+            dockerfile_text = stream.read().decode()  # the stream yields the peeked bytes again
     else:
         build_context = BuildContext.from_directory(args.path)
     if args.file == "-":

@@ -1084,10 +1084,12 @@ def network_body(record: dict) -> dict:
     }
 
 
-# What Docker 28's ``inspect`` shows for each HostConfig field that the create
-# body left out. Lists that Docker fills with [] are [] here, and pointers it
-# leaves unset are None. MaskedPaths, ReadonlyPaths, NetworkMode and Runtime
-# depend on the other fields and are filled in ``inspect_host_config``.
+# Docker's ``inspect`` values for the HostConfig fields that a create body
+# left out. Lists that Docker fills with [] are [] here, and pointers it leaves
+# unset are None. MaskedPaths, ReadonlyPaths, NetworkMode and Runtime depend on
+# the other fields and are filled in by ``inspect_host_config``.
+# NOTE: written from Docker 28's output on a cgroup v1 host, as remembered, and
+# not compared with a running dockerd here.
 HOST_CONFIG_DEFAULTS: dict[str, Any] = {
     "Binds": None, "ContainerIDFile": "", "LogConfig": {"Type": "json-file", "Config": {}},
     "PortBindings": {}, "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0}, "AutoRemove": False,

@@ -70,8 +70,8 @@ UNKNOWN_EXIT_CODE = 255
 RECENT_EXIT_TTL = 60.0
 STDOUT, STDERR = 1, 2
 # A container without a TTY writes its stdout and stderr into these FIFOs in
-# its bundle directory rather than into anonymous pipes, so that a monitor that
-# adopts the container after the first one died can open them again by path.
+# its bundle directory rather than into anonymous pipes. A monitor that adopts
+# the container after the first one died can then open them again by path.
 STDOUT_FIFO, STDERR_FIFO = "stdout.fifo", "stderr.fifo"
 TIOCSWINSZ = 0x5414
 
@@ -842,11 +842,11 @@ class Monitor:
     def reconnect_output(self, container: Supervised) -> str:
         """Reopen an adopted container's output FIFOs and resume its log; returns an error for ``State.Error``.
 
-        The container holds its FIFOs open for reading and writing, so its
-        writes neither fail nor get lost while no monitor reads: the pipe
+        The container has its FIFOs open for reading and writing, so its
+        writes neither fail nor get lost while no monitor reads. The pipe
         buffer (64 KiB by default on Linux) keeps them, and a container that
         fills it blocks until it is adopted. Its stdin pipe and a PTY master
-        were held only by the dead monitor, and cannot be reopened.
+        were open only in the dead monitor, and cannot be reopened.
         """
         from dockyard.engine import logs, rootfs
 
@@ -1182,7 +1182,7 @@ def create_output_fifo(path: Path) -> tuple[int, int]:
 
     Any FIFO left at ``path`` is replaced, so that a background process of an
     earlier run cannot write into the new run's output. The container's end
-    is opened for reading and writing: while the container holds it, its
+    is opened for reading and writing. While the container has it open, its
     writes never fail with EPIPE, even when no monitor reads.
     """
     path.unlink(missing_ok=True)
