@@ -167,9 +167,15 @@ def test_copy_chown_names_from_image(builder):
 
 
 def test_copy_heredoc(builder):
-    builder.dockerfile("FROM BUSYBOX\nCOPY <<EOF /greeting.txt\nhello from a heredoc\nEOF\nRUN <<EOT\necho run-heredoc > /ran.txt\nEOT\n")
+    builder.dockerfile(
+        "FROM BUSYBOX\nARG WHO=heredoc\n"
+        "COPY <<EOF /greeting.txt\nhello from a \"$WHO\"\nEOF\n"
+        "COPY <<'EOF' /literal.txt\nkept $WHO\nEOF\n"
+        "RUN <<EOT\necho run-heredoc > /ran.txt\nEOT\n"
+    )
     builder.build("-t", "heredoc")
-    assert builder.run("heredoc", "cat", "/greeting.txt", "/ran.txt") == "hello from a heredoc\nrun-heredoc\n"
+    output = builder.run("heredoc", "cat", "/greeting.txt", "/literal.txt", "/ran.txt")
+    assert output == 'hello from a "heredoc"\nkept $WHO\nrun-heredoc\n'
 
 
 def test_user_workdir_run_creates_owned_file(builder):

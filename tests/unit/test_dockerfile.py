@@ -109,6 +109,11 @@ def test_expand_cases(word, expected):
     assert expand(word, {"A": "a", "EMPTY": ""}) == expected
 
 
+def test_expand_heredoc_keeps_quotes():
+    body = 'echo "hello ${NAME}" \'$NAME\' \\$NAME C:\\dir\n'
+    assert dockerfiles.expand_heredoc(body, {"NAME": "world"}) == "echo \"hello world\" 'world' $NAME C:\\dir\n"
+
+
 def test_expand_required_variable():
     with pytest.raises(BuildError, match="NEEDED: set it"):
         expand("${NEEDED:?set it}", {})

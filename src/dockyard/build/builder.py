@@ -479,8 +479,13 @@ class Builder:
                 state.delete_image(image_id)
 
     def _pump(self, attachment: Any) -> None:
+        """Send a RUN container's stdout and stderr to the build output until the container's output ends."""
+        import codecs
+
         from dockyard.api import stdcopy
 
+        # One incremental decoder, because a UTF-8 character may be split across frames.
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pending = b""
         while True:
             data = attachment.recv(65536)
@@ -489,7 +494,8 @@ class Builder:
             frames, pending = stdcopy.parse(pending + data)
             for stream, payload in frames:
                 if stream in (stdcopy.STDOUT, stdcopy.STDERR):
-                    self.output(payload.decode(errors="replace"))
+                    self.output(decoder.decode(payload))
+        self.output(decoder.decode(b"", final=True))
 
     def _mount_points(self, container_id: str) -> set[str]:
         """Return the paths the runtime mounts over in the container, whose stubs stay out of the layer."""
@@ -536,9 +542,9 @@ class Builder:
                 for source in sources:
                     heredoc = re.fullmatch(r"<<-?[\"']?([A-Za-z0-9_]+)[\"']?", source)
                     if heredoc and heredoc.group(1) in heredocs:
-                        # NOTE: the content is copied as written; variables in it are not substituted.
                         doc = heredocs[heredoc.group(1)]
-                        inline.append((doc.name, doc.content.encode()))
+                        content = dockerfiles.expand_heredoc(doc.content, stage.variables(), self.escape) if doc.expand else doc.content
+                        inline.append((doc.name, content.encode()))
                         continue
                     matches = copying.expand_sources(root_fd, source, ignore)
                     if not matches:

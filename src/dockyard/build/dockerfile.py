@@ -237,6 +237,11 @@ def expand(word: str, env: Mapping[str, str], escape: str = DEFAULT_ESCAPE) -> s
     return _Lexer(word, env, escape).process()
 
 
+def expand_heredoc(content: str, env: Mapping[str, str], escape: str = DEFAULT_ESCAPE) -> str:
+    """Substitute variables in the body of a heredoc whose name was not quoted; quotes in it stay as written."""
+    return _Lexer(content, env, escape, quotes=False).process()
+
+
 def expand_words(text: str, env: Mapping[str, str], escape: str = DEFAULT_ESCAPE) -> list[str]:
     """Split ``text`` into words and expand each (``COPY a b``, ``EXPOSE $PORT``); a word that expands to nothing is dropped."""
     words = []
@@ -252,10 +257,11 @@ def _only_variables(word: str) -> bool:
 
 
 class _Lexer:
-    def __init__(self, text: str, env: Mapping[str, str], escape: str) -> None:
+    def __init__(self, text: str, env: Mapping[str, str], escape: str, quotes: bool = True) -> None:
         self.text = text
         self.env = env
         self.escape = escape
+        self.quotes = quotes
         self.position = 0
 
     def peek(self) -> str:
@@ -276,9 +282,14 @@ class _Lexer:
             self.position += 1
             if char == self.escape:
                 if self.position < len(self.text):
-                    result.append(self.next())
+                    escaped = self.next()
+                    if not self.quotes and escaped not in ("$", self.escape):
+                        result.append(char)  # in a heredoc only "$" and the escape character itself are escaped
+                    result.append(escaped)
                 continue
-            if char == "'":
+            if char in "'\"" and not self.quotes:
+                result.append(char)
+            elif char == "'":
                 result.append(self.single_quoted())
             elif char == '"':
                 result.append(self.double_quoted())
