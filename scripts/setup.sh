@@ -20,7 +20,10 @@ apt_packages=(
     iptables
     python3-venv
     tini              # --init runs tini-static as PID 1 inside containers
+    runc              # an external OCI runtime for --runtime runc
+    crun              # an external OCI runtime for --runtime crun
     chromium          # the end-to-end test plays the demo game in headless Chromium
+    docker-compose    # the API tests bring a two-service app up and down
 )
 for argument in "$@"; do
     case "$argument" in

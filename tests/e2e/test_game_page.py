@@ -1,8 +1,10 @@
 """The demo game in headless Chromium, driven through the Chrome DevTools Protocol.
 
 The page is served from ``examples/supermario/www`` on 127.0.0.1 by Python's
-``http.server``, and in one test by busybox ``httpd``, the server of the game's
-image. The tests read the game through its read-only hook ``window.__game.state()``.
+``http.server``, in one test by busybox ``httpd``, the server of the game's
+image, and in one as a user runs it: the image built with ``dockyard build``
+and started with ``dockyard run -d -p 127.0.0.1:8600:8080``. The tests read the
+game through its read-only hook ``window.__game.state()``.
 """
 
 from __future__ import annotations
@@ -304,6 +306,82 @@ def test_game_page_under_busybox_httpd(page: DevTools, busybox_game_url: str) ->
     open_game(page, busybox_game_url)
     assert game_state(page)["status"] == "playing"
     assert canvas_color_count(page) > 20
+
+
+GAME_DIRECTORY = WWW_ROOT.parent
+GAME_PORT = 8600  # the port the demo publishes
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def wait_for_http(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                response.read()
+                return
+        except OSError as error:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{url} did not answer within {timeout} s: {error}") from None
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def game_container(dockyard: Any, test_images: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, str, str]]:
+    """Build the game image and run it detached, as the demo does; yields (dockyard, container ID, URL)."""
+    from tests.support.containers import MONITOR_IDLE_SECONDS
+
+    monkeypatch.setenv("DOCKYARD_MONITOR_IDLE_TIMEOUT", MONITOR_IDLE_SECONDS)
+    dockyard.run("build", "-t", "supermario", "--build-arg", f"BASE={test_images.busybox}", str(GAME_DIRECTORY))
+    port = GAME_PORT
+    if not port_is_free(port):
+        port = free_port()  # NOTE: another process could take the port before the container publishes it
+        message = f"port {GAME_PORT} on 127.0.0.1 is taken, so the game container publishes port {port} instead"
+        print(message)
+        log.warning(message)
+    container_id = dockyard.run("run", "-d", "-p", f"127.0.0.1:{port}:8080", "supermario").stdout.strip()
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        wait_for_http(url, 15)
+        yield dockyard, container_id, url
+    finally:
+        dockyard.run("rm", "-f", container_id, check=False)
+        from tests.integration.test_container_cli import stop_monitor
+
+        stop_monitor(dockyard)
+    assert dockyard.run("ps", "-a", "-q").stdout == ""
+
+
+@pytest.mark.integration
+def test_game_in_dockyard_container(page: DevTools, game_container: tuple[Any, str, str], tmp_path: Path) -> None:
+    dockyard, container_id, url = game_container
+    assert dockyard.run("exec", container_id, "id", "-un").stdout == "mario\n"
+
+    open_game(page, url)
+    initial = game_state(page)
+    assert initial["status"] == "playing"
+    assert canvas_color_count(page) > 20
+
+    hold_key(page, "ArrowRight", "ArrowRight", 39, 1.0)
+    after_run = game_state(page)
+    assert after_run["x"] > initial["x"] + 32, f"hero did not run right: {initial} -> {after_run}"
+
+    screenshot = base64.b64decode(page.send("Page.captureScreenshot", format="png")["data"])
+    assert png_size(screenshot)[0] > 0
+    path = tmp_path / "game-in-container.png"
+    path.write_bytes(screenshot)
+    print(f"screenshot of the game served by the container: {path}")
+
+    game_state(page)  # reads the events that arrived meanwhile
+    assert page.exceptions == []
 
 
 # The rules, checked on small maps of their own. The page imports the game's modules a second time and

@@ -287,3 +287,38 @@ def test_login_checks_credentials(docker_api: ApiService, basic_registry: Regist
     assert "digest: sha256:" in pushed.stdout
     docker_api.docker("logout", basic_registry.host)
     docker_api.docker("rmi", f"{basic_registry.host}/cli/pushed:1")
+
+
+def test_classic_build_streams_steps(docker_api: ApiService, tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text(
+        "FROM busybox\nARG GREETING=unset\nCOPY message.txt /message.txt\n"
+        'RUN echo "$GREETING" > /greeting.txt\nCMD ["cat", "/message.txt", "/greeting.txt"]\n')
+    (tmp_path / "message.txt").write_text("from the context\n")
+    legacy = {"DOCKER_BUILDKIT": "0"}
+    built = docker_api.docker("build", "-t", "built/app:1", "--build-arg", "GREETING=hello", "--label", "stage=test",
+                              str(tmp_path), env=legacy)
+    # The --label becomes a sixth step, a LABEL instruction after the last one, as in dockerd.
+    assert "Step 1/6 : FROM busybox" in built.stdout
+    assert "Successfully tagged built/app:1" in built.stdout
+    result = docker_api.docker("run", "--rm", "built/app:1")
+    assert result.stdout == "from the context\nhello\n"
+    label = docker_api.docker("image", "inspect", "-f", '{{index .Config.Labels "stage"}}', "built/app:1")
+    assert label.stdout.strip() == "test"
+    quiet = docker_api.docker("build", "-q", str(tmp_path), env=legacy)
+    assert quiet.stdout.strip().startswith("sha256:")
+    piped = docker_api.docker("build", "-t", "built/piped:1", "-", input='FROM busybox\nCMD ["echo", "piped"]\n',
+                              env=legacy)
+    assert "Successfully tagged built/piped:1" in piped.stdout
+    assert docker_api.docker("run", "--rm", "built/piped:1").stdout == "piped\n"
+    docker_api.docker("rmi", "built/piped:1")
+    docker_api.docker("rmi", "built/app:1")
+
+
+def test_classic_build_failure_reports_step(docker_api: ApiService, tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nRUN exit 3\n")
+    failed = docker_api.docker("build", "-t", "built/broken:1", str(tmp_path), env={"DOCKER_BUILDKIT": "0"},
+                               check=False)
+    assert failed.returncode != 0
+    assert "returned a non-zero code: 3" in failed.stderr
+    missing = docker_api.docker("image", "inspect", "built/broken:1", check=False)
+    assert missing.returncode != 0

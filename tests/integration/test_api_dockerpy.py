@@ -136,3 +136,27 @@ def test_push_and_pull_with_registry_auth(client: "docker.DockerClient", basic_r
         client.images.pull(target, tag="v1")
     pulled = client.images.pull(target, tag="v1", auth_config=credentials)
     assert pulled.id == image.id
+
+
+def test_images_build_from_fileobj_and_path(client: "docker.DockerClient", tmp_path) -> None:
+    import io
+
+    dockerfile = io.BytesIO(b'FROM busybox\nENV ANSWER=42\nCMD ["sh", "-c", "echo $ANSWER"]\n')
+    image, logs = client.images.build(fileobj=dockerfile, tag="pybuilt/env:1", rm=True, forcerm=True)
+    lines = [entry.get("stream", "") for entry in logs]
+    assert any(line.startswith("Step 1/3 : FROM busybox") for line in lines)
+    assert "pybuilt/env:1" in image.tags
+    assert client.containers.run("pybuilt/env:1", remove=True) == b"42\n"
+
+    # The classic builder runs every stage up to the target, so only a stage after it may fail unseen.
+    (tmp_path / "Dockerfile.custom").write_text(
+        "FROM busybox AS final\nCOPY data /data\nFROM busybox AS broken\nRUN false\n")
+    (tmp_path / "data").write_text("payload\n")
+    target, _ = client.images.build(path=str(tmp_path), dockerfile="Dockerfile.custom", target="final",
+                                    tag="pybuilt/target:1", nocache=True)
+    assert client.containers.run(target.id, ["cat", "/data"], remove=True) == b"payload\n"
+
+    with pytest.raises(docker.errors.BuildError, match="returned a non-zero code: 1"):
+        client.images.build(path=str(tmp_path), dockerfile="Dockerfile.custom", target="broken")
+    client.images.remove("pybuilt/env:1")
+    client.images.remove("pybuilt/target:1")

@@ -7,11 +7,15 @@ At teardown every container is removed and no mount of the root may remain.
 
 from __future__ import annotations
 
+import email.utils
+import functools
 import gzip
+import http.server
 import io
 import json
 import re
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -398,7 +402,8 @@ def test_shell_healthcheck_onbuild_entrypoint(builder):
     ("FROM BUSYBOX\nRUN --mount=type=cache,target=/c true\n", "RUN --mount is not supported"),
     ("ARG BASE\nFROM $BASE\n", "names no image after substitution"),
     ("RUN true\nFROM BUSYBOX\n", "only ARG may come before FROM"),
-    ("FROM BUSYBOX\nADD http://127.0.0.1:1/file /\n", "ADD from a URL or git repository is not supported"),
+    ("FROM BUSYBOX\nADD git@127.0.0.1:repo.git /\n", "only http and https URLs can be downloaded"),
+    ("FROM BUSYBOX\nCOPY http://127.0.0.1:1/file /\n", "COPY cannot copy from a URL"),
     ("FROM BUSYBOX\nCOPY a b c\n", "must be a directory and end with a /"),
 ])
 def test_invalid_dockerfiles_rejected(builder, dockerfile, message):
@@ -417,3 +422,137 @@ def test_pull_flag_and_rmi_after_build(builder):
     snapshots_before = builder.dockyard.snapshots()
     builder.dockyard.run("rmi", "pulled")
     assert len(builder.dockyard.snapshots()) == len(snapshots_before) - 1
+
+
+# -- ADD of a URL, FROM --platform, STOPSIGNAL, output lines ----------------------------------------
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def file_server(tmp_path: Path):
+    """Serve a directory over HTTP on 127.0.0.1; yields (directory, base URL)."""
+    directory = tmp_path / "served"
+    directory.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(directory)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield directory, f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_add_url_downloads_without_extracting(builder, file_server):
+    served, base = file_server
+    (served / "notes.txt").write_text("downloaded\n")
+    archive = _tar_gz({"inside.txt": b"must stay packed\n"})
+    (served / "bundle.tar.gz").write_bytes(archive)
+    builder.dockerfile(
+        f"FROM BUSYBOX\nADD {base}/notes.txt /srv/\nADD {base}/bundle.tar.gz /srv/bundle.tar.gz\n"
+        f"ADD --chmod=755 {base}/notes.txt /srv/renamed\n"
+    )
+    result = builder.build("-t", "fetched")
+    assert "Successfully tagged fetched:latest" in result.stdout
+    listing = builder.run("fetched", "stat", "-c", "%n %a %s", "/srv/notes.txt", "/srv/bundle.tar.gz", "/srv/renamed")
+    assert listing.splitlines() == [
+        "/srv/notes.txt 600 11",
+        f"/srv/bundle.tar.gz 600 {len(archive)}",
+        "/srv/renamed 755 11",
+    ]
+    assert builder.run("fetched", "cat", "/srv/notes.txt") == "downloaded\n"
+    assert builder.run("fetched", "ls", "/srv") == "bundle.tar.gz\nnotes.txt\nrenamed\n"
+
+    # The cache follows the downloaded content: the same file is a hit, a changed one a miss.
+    assert builder.build("-t", "fetched").stdout.count(" ---> Using cache") == 3
+    (served / "bundle.tar.gz").write_bytes(_tar_gz({"inside.txt": b"a new version\n"}))
+    assert builder.build("-t", "fetched").stdout.count(" ---> Using cache") == 1
+    (served / "notes.txt").write_text("changed on the server\n")
+    assert builder.build("-t", "fetched").stdout.count(" ---> Using cache") == 0
+    assert builder.run("fetched", "cat", "/srv/notes.txt") == "changed on the server\n"
+
+
+def test_add_url_mtime_and_missing_file(builder, file_server):
+    served, base = file_server
+    (served / "dated.txt").write_text("old\n")
+    builder.dockerfile(f"FROM BUSYBOX\nADD {base}/dated.txt /dated.txt\n")
+    builder.build("-t", "dated")
+    mtime = int(builder.run("dated", "stat", "-c", "%Y", "/dated.txt"))
+    served_mtime = int((served / "dated.txt").stat().st_mtime)
+    assert mtime == served_mtime, email.utils.formatdate(served_mtime)
+
+    builder.dockerfile(f"FROM BUSYBOX\nADD {base}/missing.txt /\n")
+    result = builder.build(check=False)
+    assert result.returncode == 1
+    assert f"failed to download {base}/missing.txt: HTTP status 404" in result.stderr
+    assert not any(builder.dockyard.root.joinpath("tmp").glob("build-download-*"))
+
+
+def test_from_platform_pulls_foreign_image(builder, test_images):
+    builder.write("data.txt", "copied\n")
+    builder.dockerfile(
+        f"FROM --platform=linux/arm64 {test_images.multiarch}\nCOPY data.txt /data.txt\n"
+        "ENV ARCH=arm64\nLABEL stage=foreign\n"
+    )
+    builder.build("-t", "foreign")
+    inspect = json.loads(builder.dockyard.run("image", "inspect", "foreign").stdout)[0]
+    assert inspect["Architecture"] == "arm64"
+    assert inspect["Config"]["Env"][-1] == "ARCH=arm64"
+    assert inspect["Config"]["Labels"] == {"stage": "foreign"}
+    # The base layer is the arm64 one, and the copied file is on top of it.
+    assert len(inspect["RootFS"]["Layers"]) == 2
+
+    builder.dockerfile(f"FROM --platform=linux/arm/v7 {test_images.multiarch}\nRUN true\n")
+    result = builder.build(check=False)
+    assert result.returncode == 1
+    assert "RUN cannot run in an image for linux/arm/v7" in result.stderr
+
+
+def test_from_platform_copies_from_foreign_stage(builder, test_images):
+    builder.dockerfile(
+        f"FROM --platform=linux/arm/v7 {test_images.multiarch} AS arm\n"
+        "FROM BUSYBOX\nCOPY --from=arm /platform.txt /from-arm.txt\n"
+    )
+    builder.build("-t", "mixed")
+    assert builder.run("mixed", "cat", "/from-arm.txt") == "linux/arm/v7\n"
+
+
+def test_stopsignal_and_healthcheck_none(builder):
+    builder.dockerfile('FROM BUSYBOX\nSTOPSIGNAL SIGTERM\nHEALTHCHECK NONE\nSHELL ["/bin/ash", "-c"]\n')
+    builder.build("-t", "signals")
+    config = builder.config("signals")
+    assert config["StopSignal"] == "SIGTERM"
+    assert config["Healthcheck"] == {"Test": ["NONE"]}
+    assert config["Shell"] == ["/bin/ash", "-c"]
+
+
+def test_onbuild_triggers_run_in_child(builder):
+    builder.write("seed.txt", "seed\n")
+    builder.dockerfile("FROM BUSYBOX\nONBUILD COPY seed.txt /seed.txt\nONBUILD RUN cat /seed.txt > /copy.txt\n")
+    builder.build("-t", "onbuild-parent")
+    builder.dockerfile("FROM onbuild-parent\nRUN cat /copy.txt\n")
+    result = builder.build("-t", "onbuild-child")
+    assert "# Executing 2 build triggers" in result.stdout
+    assert builder.run("onbuild-child", "cat", "/copy.txt") == "seed\n"
+    # Triggers run once: a grandchild of the child inherits none.
+    assert not builder.config("onbuild-child").get("OnBuild")
+
+
+def test_output_lines_and_image_build_alias(builder):
+    builder.write("payload.bin", b"x" * 3000)
+    builder.dockerfile("FROM BUSYBOX\nCOPY payload.bin /\n")
+    result = builder.dockyard.run("image", "build", "-t", "alias", str(builder.context))
+    first = result.stdout.splitlines()[0]
+    # A 3000-byte file and the Dockerfile: headers, padded data and the end marker.
+    assert re.fullmatch(r"Sending build context to dockyard  \d\.\d+kB", first), first
+    assert "Successfully tagged alias:latest" in result.stdout
+
+    builder.dockerfile("FROM BUSYBOX\nRUN exit 3\n")
+    failed = builder.build(check=False)
+    assert failed.returncode == 1
+    assert failed.stderr.splitlines()[-1] == "The command '/bin/sh -c exit 3' returned a non-zero code: 3"

@@ -81,11 +81,15 @@ class ApiService:
         return env
 
     def docker(self, *args: str, input: str | bytes | None = None, check: bool = True,
-               timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess:
-        """Run the docker CLI against the service; with ``check``, fail the test on a non-zero exit."""
+               timeout: float = COMMAND_TIMEOUT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """Run the docker CLI against the service; with ``check``, fail the test on a non-zero exit.
+
+        ``env`` adds variables to the client's environment.
+        """
         assert DOCKER_CLI is not None, "the docker CLI is not installed"
         text = not isinstance(input, bytes)
-        result = subprocess.run([DOCKER_CLI, *args], env=self.client_env(), input=input if input is not None else "",
+        result = subprocess.run([DOCKER_CLI, *args], env={**self.client_env(), **(env or {})},
+                                input=input if input is not None else "",
                                 capture_output=True, text=text, timeout=timeout)
         if check and result.returncode != 0:
             pytest.fail(f"docker {' '.join(args)} exited with {result.returncode}\n"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Callable
 
-from dockyard.api import containers, execs, images, networks, system, volumes
+from dockyard.api import build, containers, execs, images, networks, system, volumes
 from dockyard.api.errors import ApiError
 
 Route = tuple[str, str, Callable]
@@ -19,6 +19,7 @@ Route = tuple[str, str, Callable]
 ROUTES: list[Route] = [
     *system.ROUTES,
     *images.ROUTES,
+    *build.ROUTES,
     *containers.ROUTES,
     *execs.ROUTES,
     *volumes.ROUTES,

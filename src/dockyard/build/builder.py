@@ -4,8 +4,13 @@ Each stage starts from its ``FROM`` image. ``RUN`` runs in a temporary
 container of the current image, whose upper directory then becomes a new
 layer, as ``commit`` makes one. The container is removed whether the
 command succeeds or not. ``COPY`` and ``ADD`` write a layer directly from a
-tar stream made in Python. Every other instruction changes only the config
-and adds an ``empty_layer`` history entry.
+tar stream made in Python. ``ADD`` of an http or https URL downloads the file
+first (``remote.py``) and stores it unextracted. Every other instruction
+changes only the config and adds an ``empty_layer`` history entry.
+
+``FROM --platform`` pulls the image for that platform. A stage whose image
+is for another platform than the host's can run COPY, ADD and metadata
+steps, but a RUN step fails, because nothing here emulates another CPU.
 
 The image after each step is known by its config digest. Only images that a
 ``RUN`` container needs, and the final image, are recorded in the state
@@ -92,6 +97,8 @@ class Stage:
     image: ImageState = field(default_factory=lambda: ImageState({}))
     args: dict[str, str] = field(default_factory=dict)   # declared ARGs that have a value
     cmd_set: bool = False
+    # The FROM --platform value when it is not the host's platform; RUN cannot run then.
+    foreign_platform: str | None = None
 
     def variables(self) -> dict[str, str]:
         """Return the values substitution sees: the stage's ARGs, overridden by its ENV."""
@@ -233,13 +240,21 @@ class Builder:
         if platform is not None:
             platform = dockerfiles.expand(platform, self.meta_args, self.escape)
         stage.image = self._base_image(name, platform)
+        for earlier in self.stages[:-1]:
+            if earlier.name == name.lower():
+                stage.foreign_platform = earlier.foreign_platform   # a stage built on a foreign stage
+        if platform is not None:
+            from dockyard.image import platform as platforms
+
+            if not any(platforms.parse(platform).matches(each) for each in platforms.host().compatible()):
+                stage.foreign_platform = platform
         self.output(f" ---> {short_id(stage.image.image_id)}\n")
         triggers = stage.image.container_config.get("OnBuild") or []
         if triggers:
             stage.image = stage.image.copy()
             stage.image.container_config["OnBuild"] = None
+            self.output(f"# Executing {len(triggers)} build trigger{'s' if len(triggers) > 1 else ''}\n")
             for trigger in dockerfiles.parse("\n".join(triggers)).instructions:
-                self.output(f"# Executing 1 build trigger: {trigger.original}\n")
                 self._dispatch(stage, trigger)
         for instruction in stage.instructions:
             self._begin_step(instruction)
@@ -247,28 +262,38 @@ class Builder:
             self.output(f" ---> {short_id(stage.image.image_id)}\n")
 
     def _base_image(self, name: str, platform: str | None) -> ImageState:
-        """Return the image a ``FROM`` names: an earlier stage, ``scratch``, or a local or pulled image."""
-        from dockyard.image import platform as platforms
+        """Return the image a ``FROM`` names: an earlier stage, ``scratch``, or a local or pulled image.
 
-        host = platforms.host()
-        if platform and not platforms.parse(platform).matches(host):
-            raise BuildError(f"FROM --platform={platform}: only the host's platform ({host.os}/{host.architecture}) can be built")
+        With ``--platform`` the image is pulled for that platform unless the
+        local one already matches it. An image of a foreign platform can be
+        the base of COPY, ADD and metadata steps, but its RUN steps fail.
+        """
         for stage in self.stages[:-1]:
             if stage.name == name.lower():
                 return stage.image
         if name == "scratch":
-            return ImageState(scratch_config(host.os, host.architecture, host.variant))
-        return self._image(name)
+            from dockyard.image import platform as platforms
 
-    def _image(self, name: str) -> ImageState:
+            target = platforms.parse(platform) if platform else platforms.host()
+            return ImageState(scratch_config(target.os, target.architecture, target.variant))
+        return self._image(name, platform)
+
+    def _image(self, name: str, platform: str | None = None) -> ImageState:
         image_id = None
         if not self.options.pull:
             try:
                 image_id = self.images.resolve(name)
             except ImageNotFound:
                 image_id = None
+        if image_id is not None and platform is not None:
+            from dockyard.image import platform as platforms
+
+            record = self.images.state.image(image_id)
+            local = platforms.Platform(record.os, record.architecture, record.variant) if record else None
+            if local is None or not platforms.parse(platform).matches(local):
+                image_id = None
         if image_id is None:
-            image_id = self.images.pull(name).image_id
+            image_id = self.images.pull(name, platform=platform).image_id
         record = self.images.state.image(image_id)
         if record is None:
             raise ImageNotFound(name)
@@ -407,6 +432,12 @@ class Builder:
     # -- RUN --------------------------------------------------------------------------------------
 
     def _run(self, stage: Stage, instruction: Instruction) -> None:
+        if stage.foreign_platform is not None:
+            # dockyard sets up no emulation (binfmt_misc with QEMU), so the kernel would fail the exec.
+            raise BuildError(
+                f"Dockerfile line {instruction.line}: RUN cannot run in an image for {stage.foreign_platform} on this "
+                "host's platform; only COPY, ADD and metadata instructions work on a foreign platform"
+            )
         json_form = instruction.json_form()
         if json_form is not None:
             argv = json_form
@@ -465,7 +496,10 @@ class Builder:
                     self._pump(attachment)
                 status = containers.wait(container_id)["StatusCode"]
                 if status != 0:
-                    raise BuildError(f"The command '{' '.join(argv)}' returned a non-zero code: {status}")
+                    failure = BuildError(f"The command '{' '.join(argv)}' returned a non-zero code: {status}")
+                    # docker prints this line without its usual "Error: " prefix.
+                    failure.plain_message = True  # type: ignore[attr-defined]
+                    raise failure
                 info = containers.inspect(container_id)
                 mount_points = self._mount_points(container_id)
                 layers = Layers.of(info)
@@ -513,7 +547,7 @@ class Builder:
     # -- COPY and ADD ----------------------------------------------------------------------------
 
     def _copy(self, stage: Stage, instruction: Instruction) -> None:
-        from dockyard.build import copying
+        from dockyard.build import copying, remote
         from dockyard.engine.filesystem import lower_lookup
 
         keyword = instruction.keyword
@@ -522,8 +556,8 @@ class Builder:
         if len(words) < 2:
             raise BuildError(f"Dockerfile line {instruction.line}: {keyword} requires at least two arguments")
         *sources, destination = words
-        if keyword == "ADD" and any(re.match(r"^[a-z][a-z0-9+.-]*://", source) or source.startswith("git@") for source in sources):
-            raise BuildError(f"Dockerfile line {instruction.line}: ADD from a URL or git repository is not supported")
+        if keyword == "COPY" and any(remote.is_url(source) for source in sources):
+            raise BuildError(f"Dockerfile line {instruction.line}: COPY cannot copy from a URL; use ADD to download a file")
         config = stage.image.container_config
         workdir = config.get("WorkingDir") or "/"
         target = posixpath.normpath(posixpath.join(workdir, destination))
@@ -536,10 +570,14 @@ class Builder:
         with self._source_root(stage, source_stage) as (root_fd, ignore):
             collector = copying.Collector(root_fd, ignore, chmod, extract_archives=keyword == "ADD" and "from" not in flags,
                                           keyword=keyword)
+            downloads: list[remote.Download] = []
             try:
                 expanded: list[str] = []
                 inline: list[tuple[str, bytes]] = []
                 for source in sources:
+                    if keyword == "ADD" and remote.is_url(source):
+                        downloads.append(remote.download(source, self.engine.root / "tmp"))
+                        continue
                     heredoc = re.fullmatch(r"<<-?[\"']?([A-Za-z0-9_]+)[\"']?", source)
                     if heredoc and heredoc.group(1) in heredocs:
                         doc = heredocs[heredoc.group(1)]
@@ -550,7 +588,7 @@ class Builder:
                     if not matches:
                         raise BuildError(f"{keyword} failed: no source files were specified: no file in the build context matches {source!r}")
                     expanded += matches
-                count = len(expanded) + len(inline)
+                count = len(expanded) + len(inline) + len(downloads)
                 wildcard = any(any(char in source for char in "*?[") for source in sources)
                 to_directory = destination.endswith("/") or destination in (".", "..") or count > 1 or wildcard
                 if count > 1 and not destination.endswith("/"):
@@ -564,6 +602,13 @@ class Builder:
                     collector.add_source(source, target, to_directory)
                 for name, data in inline:
                     collector.add_data(posixpath.join(target, name) if to_directory else target, data)
+                for fetched in downloads:
+                    if to_directory and not fetched.name:
+                        raise BuildError(f"Dockerfile line {instruction.line}: cannot determine a file name from the URL; "
+                                         "give the destination a file name instead of a directory")
+                    name = posixpath.join(target, fetched.name) if to_directory else target
+                    file_mode = chmod if chmod is not None else remote.DOWNLOAD_MODE
+                    collector.items.append(copying.Item(name, "file", str(fetched.path), file_mode, fetched.mtime))
                 digest = collector.digest()
                 kind = "file" if count == 1 and collector.items and collector.items[0].kind == "file" else "dir"
                 created_by = f"{NOP}{keyword} {kind}:{digest.split(':', 1)[1]} in {target} "
@@ -581,6 +626,8 @@ class Builder:
                 self._step(stage, key_text, make, files_digest=digest)
             finally:
                 collector.close()
+                for fetched in downloads:
+                    fetched.remove()
 
     @contextmanager
     def _source_root(self, stage: Stage, source: str | None) -> Iterator[tuple[int, Any]]:

@@ -187,6 +187,31 @@ class BuildContext:
             visit(start, relative.strip("/"))
         return found
 
+    def tar_size(self) -> int:
+        """Return the size in bytes of the context as a tar of its files that are not excluded.
+
+        This is what the legacy Docker client sends to the daemon and reports
+        in "Sending build context": a 512-byte header per entry, file data
+        padded to 512 bytes, and the 1024-byte end marker. Names longer than
+        100 bytes would add extension headers, which this count leaves out.
+        """
+        size = 1024
+        for _path, entry in self.walk(""):
+            size += 512
+            if entry.is_file(follow_symlinks=False):
+                size += -(-entry.stat(follow_symlinks=False).st_size // 512) * 512
+        return size
+
+
+def human_size(size: float) -> str:
+    """Format a byte count as Docker's ``units.HumanSize`` does: four significant digits, decimal units."""
+    units = ["B", "kB", "MB", "GB", "TB", "PB"]
+    index = 0
+    while size >= 1000 and index < len(units) - 1:
+        size /= 1000
+        index += 1
+    return f"{size:.4g}{units[index]}"
+
 
 def read_dockerfile(context: BuildContext, name: str | None) -> str:
     """Return the Dockerfile's text: ``name`` as a host path, or inside a context from a tar, or ``Dockerfile`` in the context.

@@ -15,10 +15,10 @@ BUILD_ERROR_EXIT = 1
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``build`` command."""
+    """Add the ``build`` command to ``subparsers``: the top level, or the ``image`` group for ``image build``."""
     parser = subparsers.add_parser("build", help="Build an image from a Dockerfile",
                                    description="Build an image from a Dockerfile",
-                                   usage="dockyard build [OPTIONS] PATH | -")
+                                   usage=f"{subparsers._prog_prefix} build [OPTIONS] PATH | -")
     parser.set_defaults(handler=build, error_exit_code=BUILD_ERROR_EXIT)
     parser.add_argument("path", metavar="PATH", help="the build context: a directory, or - for a tar (or a Dockerfile) on standard input")
     parser.add_argument("-t", "--tag", action="append", default=[], help="name and optionally a tag for the image, name:tag (repeatable)")
@@ -53,7 +53,7 @@ def _pairs(values: list[str], flag: str, from_environment: bool) -> dict[str, st
 
 def build(args: argparse.Namespace, context: "Context") -> int:
     from dockyard.build.builder import Builder, BuildOptions
-    from dockyard.build.context import BuildContext, looks_like_tar, peekable, read_dockerfile
+    from dockyard.build.context import BuildContext, human_size, looks_like_tar, peekable, read_dockerfile
     from dockyard.errors import InvalidArgument
 
     engine = context.engine
@@ -91,6 +91,8 @@ def build(args: argparse.Namespace, context: "Context") -> int:
     with build_context:
         if dockerfile_text is None:
             dockerfile_text = read_dockerfile(build_context, args.file)
+        # The legacy docker client's first line; two spaces before the size, as docker writes it.
+        output(f"Sending build context to dockyard  {human_size(build_context.tar_size())}\n")
         result = Builder(engine, output).build(build_context, dockerfile_text, options)
     if quiet:
         print(result.image_id)

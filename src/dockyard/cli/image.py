@@ -13,6 +13,9 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Callable
 
+from dockyard.cli import build as build_command
+from dockyard.cli import import_ as import_command
+
 if TYPE_CHECKING:
     from dockyard.cli.main import Context
 
@@ -69,6 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_load(subparsers, "load")
     add_login(subparsers)
     add_logout(subparsers)
+    import_command.register(subparsers)
 
     group = subparsers.add_parser("image", help="Manage images", description="Manage images")
 
@@ -88,6 +92,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_save(commands, "save")
     add_load(commands, "load")
     add_prune(commands, "prune")
+    build_command.register(commands)
+    import_command.register(commands)
 
 
 def _command(subparsers: argparse._SubParsersAction, name: str, handler: Callable, help_text: str,

@@ -164,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     except DockyardError as error:
         if debug:
             logging.exception("command failed")
-        print(f"Error: {error}", file=sys.stderr)
+        # An error with plain_message set is printed as it is, as docker prints a failed RUN step.
+        prefix = "" if getattr(error, "plain_message", False) else "Error: "
+        print(f"{prefix}{error}", file=sys.stderr)
         # A command may set Docker's exit code for engine errors; image commands use 1.
         return getattr(args, "error_exit_code", None) or error.exit_code
     except BrokenPipeError:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from dockyard.engine import monitor, ocispec, rootfs
 from dockyard.engine.logs import LogEntry, format_time, log_options, parse_time
-from dockyard.errors import Conflict, ContainerError, ContainerNotFound, InvalidArgument, NotFound
+from dockyard.errors import Conflict, ContainerError, ContainerNotFound, DockyardError, InvalidArgument, NotFound
 
 if TYPE_CHECKING:
     import socket
@@ -53,7 +53,7 @@ ZERO_TIME = "0001-01-01T00:00:00Z"
 ACTIVE = ("running", "paused", "restarting")
 STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
 RESTART_POLICIES = ("", "no", "always", "unless-stopped", "on-failure")
-# The OCI runtime that runs containers: dockyard's own (``dockyard.runtime``).
+# The OCI runtime that runs containers unless HostConfig.Runtime names another (runc, crun).
 DEFAULT_RUNTIME = "dockyard"
 # HostConfig fields that configure a container's own network; a container
 # that joins another one's network namespace (container:<name>) cannot set them.
@@ -177,7 +177,6 @@ class ContainerService:
         self.state = state
         self.images = images
         self.volumes = volumes
-        self.runtime_root = self.run_root / "runtime"
         self.monitor_dir = monitor.monitor_dir(self.root, self.run_root)
         self._network_factory = networks
 
@@ -329,13 +328,9 @@ class ContainerService:
         if mode in ("host", "none") and (host_config.get("PortBindings") or host_config.get("PublishAllPorts")):
             # Docker also accepts these and publishes nothing.
             log.warning("published ports are discarded in network mode %s", mode)
-        runtime_name = host_config.get("Runtime") or DEFAULT_RUNTIME
-        if runtime_name != DEFAULT_RUNTIME:
-            # TODO: run external OCI runtimes (runc, crun) with the same bundle; only the built-in one works now.
-            raise InvalidArgument(
-                f"runtime {runtime_name!r} is not supported yet: only the built-in runtime {DEFAULT_RUNTIME!r} is"
-            )
-        host_config["Runtime"] = runtime_name
+        from dockyard.engine import runtimes
+
+        host_config["Runtime"] = runtimes.validate(host_config.get("Runtime") or DEFAULT_RUNTIME)
 
         policy = dict(host_config.get("RestartPolicy") or {})
         policy.setdefault("Name", "no")
@@ -521,6 +516,7 @@ class ContainerService:
             "network": mode == "bridge",
             "network_body": network_body(record) if mode == "bridge" else None,
             "config_path": str(self.config.path) if self.config.path else None,
+            "runtime": host_config.get("Runtime") or DEFAULT_RUNTIME,
         }
         (bundle / "config.json").write_text(json.dumps(spec, indent=1))
         (bundle / "monitor.json").write_text(json.dumps(launch))
@@ -556,12 +552,11 @@ class ContainerService:
         for row in self.state.containers():
             if row["status"] not in ACTIVE or monitor.is_monitor_process(row["monitor_pid"]):
                 continue
-            from dockyard.runtime import state as runtime_states
-
             container_id = row["id"]
             try:
-                runtime_state = runtime_states.load(self.runtime_root, container_id)
-            except NotFound:
+                runtime_state = self._runtime(row).state(container_id)
+            except DockyardError as error:
+                log.warning("reading the runtime state of container %s failed: %s", container_id, error)
                 runtime_state = None
             if runtime_state is not None and runtime_state.alive():
                 try:
@@ -574,16 +569,21 @@ class ContainerService:
                     log.warning("adopting container %s failed: %s", container_id, error)
             self._mark_lost(row, runtime_state is not None)
 
-    def _mark_lost(self, row: dict, has_runtime_state: bool) -> None:
-        from dockyard.runtime import container as runtime
+    def _runtime(self, row: dict) -> Any:
+        """Return the OCI runtime a container was created with."""
+        from dockyard.engine import runtimes
 
+        host_config = json.loads(row["config"]).get("HostConfig") or {}
+        return runtimes.get(host_config.get("Runtime") or DEFAULT_RUNTIME, self.run_root)
+
+    def _mark_lost(self, row: dict, has_runtime_state: bool) -> None:
         container_id = row["id"]
         message = (f"the container monitor (pid {row['monitor_pid']}) exited while the container was "
                    f"{row['status']}, and the container's process is gone; its exit code is unknown")
         log.warning("container %s: %s", container_id, message)
         if has_runtime_state:
             try:
-                runtime.delete(container_id, self.runtime_root, force=True)
+                self._runtime(row).delete(container_id, force=True)
             except Exception as error:  # noqa: BLE001 - cleanup continues with the other steps
                 log.error("deleting the runtime state of container %s failed: %s", container_id, error)
         rootfs.unmount(self.run_root, container_id)
@@ -649,23 +649,19 @@ class ContainerService:
         self.start(name)
 
     def pause(self, name: str) -> None:
-        from dockyard.runtime import container as runtime
-
         row = self._row(name)
         if row["status"] == "paused":
             raise Conflict(f"Container {row['id']} is already paused")
         if row["status"] != "running":
             raise Conflict(f"Container {row['id']} is not running")
-        runtime.pause(row["id"], self.runtime_root)
+        self._runtime(row).pause(row["id"])
         self.state.update_container(row["id"], status="paused")
 
     def unpause(self, name: str) -> None:
-        from dockyard.runtime import container as runtime
-
         row = self._row(name)
         if row["status"] != "paused":
             raise Conflict(f"Container {row['id']} is not paused")
-        runtime.resume(row["id"], self.runtime_root)
+        self._runtime(row).resume(row["id"])
         self.state.update_container(row["id"], status="running")
 
     def resize(self, name: str, height: int, width: int) -> None:
@@ -730,8 +726,6 @@ class ContainerService:
 
     def remove(self, name: str, force: bool = False, volumes: bool = False) -> None:
         """Remove a container and everything it has on disk; ``force`` kills a running one first."""
-        from dockyard.runtime import container as runtime
-
         row = self._row(name)
         container_id = row["id"]
         if row["status"] in ACTIVE:
@@ -743,8 +737,14 @@ class ContainerService:
             self._call({"op": "stop", "id": container_id, "signal": int(signals.SIGKILL), "timeout": 0})
         if self._monitor_alive():
             self._call({"op": "forget", "id": container_id}, start=False)
-        if (self.runtime_root / container_id).exists():
-            runtime.delete(container_id, self.runtime_root, force=True)
+        try:
+            runtime = self._runtime(row)
+        except DockyardError as error:
+            # An uninstalled runtime must not keep the container from being removed; its state stays behind.
+            log.warning("container %s: skipping its runtime state: %s", container_id, error)
+        else:
+            if runtime.exists(container_id):
+                runtime.delete(container_id, force=True)
         record = json.loads(row["config"])
         if self.state.endpoints(container_id=container_id) or self.state.sandbox(container_id) is not None:
             self.networks.release(container_id)

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 # Seconds between two looks at the container list.
 POLL_INTERVAL = 0.5
 ACTIVE = ("running", "restarting")
+SUPPORTED_FILTERS = {"type", "event", "container", "image", "label"}
 
 
 def _event(action: str, summary: dict[str, Any], extra: dict[str, str] | None = None) -> dict[str, Any]:
@@ -78,9 +79,17 @@ def _matches(event: dict[str, Any], filters: dict[str, list[str]]) -> bool:
         return False
     if filters.get("event") and event["Action"] not in filters["event"]:
         return False
+    attributes = event["Actor"]["Attributes"]
     if filters.get("container"):
-        name = event["Actor"]["Attributes"]["name"]
+        name = attributes["name"]
         if not any(event["id"].startswith(value) or value.removeprefix("/") == name for value in filters["container"]):
+            return False
+    if filters.get("image") and attributes["image"] not in filters["image"]:
+        return False
+    # Every label filter must match, as in dockerd: "KEY" needs the label, "KEY=VALUE" also its value.
+    for label in filters.get("label", []):
+        key, equals, value = label.partition("=")
+        if key not in attributes or (equals and attributes[key] != value):
             return False
     return True
 
@@ -93,11 +102,11 @@ def watch(engine: "Engine", until: float | None = None,
     consumer can stop between two events, for example when its client left.
     """
     filters = filters or {}
-    unknown = sorted(set(filters) - {"type", "event", "container"})
+    unknown = sorted(set(filters) - SUPPORTED_FILTERS)
     if unknown:
         from dockyard.errors import InvalidArgument
 
-        raise InvalidArgument(f"invalid filter '{unknown[0]}': events support type, event and container")
+        raise InvalidArgument(f"invalid filter '{unknown[0]}': events support {', '.join(sorted(SUPPORTED_FILTERS))}")
     known = {summary["Id"]: summary for summary in engine.containers.list(all=True)}
     while until is None or time.time() < until:
         time.sleep(POLL_INTERVAL)

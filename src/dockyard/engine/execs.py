@@ -1,9 +1,9 @@
 """Exec instances: processes started inside running containers (``docker exec``).
 
-``create`` checks the container and stores an ``ExecConfig``; ``start`` runs
-it through the runtime (``runtime/exec.py``) and returns an ``ExecSession``
-with the caller's ends of the process's stdio; ``inspect`` returns Docker's
-``ExecInspectResponse``. The session has pipes, or the master side of a
+``create`` checks the container and stores an ``ExecConfig``. ``start`` runs
+it through the container's OCI runtime (``engine/runtimes.py``) and returns
+an ``ExecSession`` with the caller's ends of the process's stdio. ``inspect``
+returns Docker's ``ExecInspectResponse``. The session has pipes, or the master side of a
 pseudo-terminal that was opened inside the container. The host's files and
 terminals are never handed to the process, because a process in the
 container could reopen them through ``/proc/PID/fd``.
@@ -111,7 +111,6 @@ class ExecService:
     def __init__(self, engine: "Engine") -> None:
         self.engine = engine
         self.run_root = Path(engine.config.run_root)
-        self.state_root = self.run_root / "runtime"
         self.directory = self.run_root / "execs"
 
     # -- records -------------------------------------------------------------
@@ -240,10 +239,17 @@ class ExecService:
         self._update(exec_id, Started=True)
         user = config.get("User") or None
         if detach:
-            pid = self._start_detached(exec_id, info["Id"], process, user)
+            pid = self._start_detached(exec_id, info["Id"], process, user, self._runtime(info))
             self._update(exec_id, Running=True, Pid=pid)
             return None
-        return self._start_attached(exec_id, info["Id"], process, user, bool(config.get("AttachStdin")))
+        return self._start_attached(exec_id, info["Id"], process, user, bool(config.get("AttachStdin")),
+                                    self._runtime(info))
+
+    def _runtime(self, info: dict[str, Any]) -> Any:
+        """Return the OCI runtime the container was created with (its HostConfig.Runtime)."""
+        from dockyard.engine import runtimes
+
+        return runtimes.get((info.get("HostConfig") or {}).get("Runtime"), self.run_root)
 
     def _process(self, info: dict[str, Any], config: dict[str, Any], console_size: tuple[int, int] | None) -> dict:
         from dockyard.engine import rootfs
@@ -270,9 +276,7 @@ class ExecService:
         )
 
     def _start_attached(self, exec_id: str, container_id: str, process: dict, user: str | None,
-                        open_stdin: bool) -> ExecSession:
-        from dockyard.runtime import exec as runtime_exec
-
+                        open_stdin: bool, runtime: Any) -> ExecSession:
         theirs: list[int] = []
         ours: dict[str, int] = {}
         console_ours = console_theirs = None
@@ -301,8 +305,8 @@ class ExecService:
             def record_pid(pid: int) -> None:
                 self._update(exec_id, Running=True, Pid=pid)
 
-            execution = runtime_exec.spawn(
-                container_id, process, self.state_root, user=user,
+            execution = runtime.exec(
+                container_id, process, user=user,
                 stdin=stdio[0], stdout=stdio[1], stderr=stdio[2], console=console_theirs, on_pid=record_pid,
             )
             if console_ours is not None:
@@ -325,7 +329,8 @@ class ExecService:
         return ExecSession(exec_id, execution.pid, self, stdin=ours.get("stdin"), stdout=ours.get("stdout"),
                            stderr=ours.get("stderr"), terminal=ours.get("terminal"))
 
-    def _start_detached(self, exec_id: str, container_id: str, process: dict, user: str | None) -> int:
+    def _start_detached(self, exec_id: str, container_id: str, process: dict, user: str | None,
+                        runtime: Any) -> int:
         """Start the exec under a waiter process that outlives this one; return the exec's PID.
 
         The waiter is double-forked and in its own session, so it is not this
@@ -338,7 +343,7 @@ class ExecService:
         first = os.fork()
         if first == 0:
             os.close(status_read)
-            _run_waiter(self, exec_id, container_id, process, user, status_write)
+            _run_waiter(self, exec_id, container_id, process, user, runtime, status_write)
         os.close(status_write)
         try:
             with os.fdopen(status_read, "rb") as reader:
@@ -393,10 +398,8 @@ def _receive_terminal(console: socket.socket, exec_id: str) -> int:
 
 
 def _run_waiter(service: ExecService, exec_id: str, container_id: str, process: dict, user: str | None,
-                status_write: int) -> None:
+                runtime: Any, status_write: int) -> None:
     """Body of the detached exec's waiter; never returns."""
-    from dockyard.runtime import exec as runtime_exec
-
     code = 1
     try:
         os.setsid()
@@ -411,8 +414,7 @@ def _run_waiter(service: ExecService, exec_id: str, container_id: str, process: 
         null = 0
         logging.disable(logging.CRITICAL)
         try:
-            execution = runtime_exec.spawn(container_id, process, service.state_root, user=user,
-                                           stdin=null, stdout=null, stderr=null)
+            execution = runtime.exec(container_id, process, user=user, stdin=null, stdout=null, stderr=null)
         except ExecFailed as error:
             os.write(status_write, json.dumps({"message": error.reason, "exit_code": error.exit_code}).encode())
             os._exit(1)

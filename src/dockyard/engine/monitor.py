@@ -27,9 +27,10 @@ One ``selectors`` loop serves:
   keeps reaching the log.
 
 The engine writes everything the monitor needs to start a container into
-``<bundle>/monitor.json``. To keep the memory per container small, this
+``<bundle>/monitor.json``, including the name of the OCI runtime to run it
+with (``engine/runtimes.py``). To keep the memory per container small, this
 module imports only the standard library, the runtime and the engine's
-state, logs and rootfs modules, and those only in the monitor process.
+state, logs, rootfs and runtimes modules, and those only in the monitor process.
 """
 
 from __future__ import annotations
@@ -298,7 +299,6 @@ class Monitor:
         self.root = Path(root)
         self.run_root = Path(run_root)
         self.directory = monitor_dir(root, run_root)
-        self.state_root = self.run_root / "runtime"
         self.selector = selectors.DefaultSelector()
         self.watches: dict[int, list[Callable[[], None] | None]] = {}
         self.containers: dict[str, Supervised] = {}
@@ -670,10 +670,10 @@ class Monitor:
     def start(self, container: Supervised) -> None:
         """Mount the root, create the container with the runtime, connect its stdio, start it."""
         from dockyard.engine import logs, rootfs
-        from dockyard.runtime import container as runtime
 
         spec = self.load_spec(container.id)
         container.spec = spec
+        runtime = self.runtime(container)
         bundle = rootfs.bundle_dir(self.run_root, container.id)
         target = rootfs.mount(self.root, self.run_root, container.id, spec["lowers"])
         for entry in spec.get("copy_up") or []:
@@ -681,9 +681,8 @@ class Monitor:
                 rootfs.copy_up(target, entry["source"], Path(entry["target"]))
             except OSError as error:
                 log.error("container %s: filling volume %s from the image failed: %s", container.id, entry["target"], error)
-        if (self.state_root / container.id).exists():
-            # Left from a run whose exit this monitor did not see.
-            self.runtime_delete(container.id)
+        # The runtime state may be left from a run whose exit this monitor did not see.
+        self.runtime_delete(container)
         child_fds: list[int] = []
         own_fds: list[int] = []
         console_dir = None
@@ -714,7 +713,7 @@ class Monitor:
                     child_fds.append(in_read)
                     stdin = in_read
             pid = runtime.create(
-                container.id, bundle, self.state_root, stdin=stdin, stdout=stdout, stderr=stderr,
+                container.id, bundle, stdin=stdin, stdout=stdout, stderr=stderr,
                 console_socket=os.path.join(console_dir, "c.sock") if console_dir else None,
             )
             for fd in child_fds:
@@ -733,13 +732,12 @@ class Monitor:
                 # The init waits on the exec FIFO, so the container's process
                 # starts with its interfaces, ports and DNS server in place.
                 self.network(spec).start(container.id, pid, spec.get("network_body"))
-            runtime.start(container.id, self.state_root)
+            runtime.start(container.id)
         except BaseException:
             for fd in child_fds + own_fds:
                 os.close(fd)
             container.pty_fd = None
-            if (self.state_root / container.id).exists():
-                self.runtime_delete(container.id)
+            self.runtime_delete(container)
             self.stop_network(container)
             rootfs.unmount(self.run_root, container.id)
             raise
@@ -807,13 +805,20 @@ class Monitor:
         except DockyardError as error:
             log.error("stopping the network of container %s failed: %s", container.id, error)
 
-    def runtime_delete(self, container_id: str) -> None:
-        from dockyard.runtime import container as runtime
+    def runtime(self, container: Supervised) -> Any:
+        """Return the OCI runtime the container was created with (``runtime`` in its monitor.json)."""
+        from dockyard.engine import runtimes
 
+        return runtimes.get(container.spec.get("runtime"), self.run_root)
+
+    def runtime_delete(self, container: Supervised) -> None:
+        """Delete the container's runtime state, if there is any; a failure is logged."""
         try:
-            runtime.delete(container_id, self.state_root, force=True)
+            runtime = self.runtime(container)
+            if runtime.exists(container.id):
+                runtime.delete(container.id, force=True)
         except DockyardError as error:
-            log.error("deleting the runtime state of container %s failed: %s", container_id, error)
+            log.error("deleting the runtime state of container %s failed: %s", container.id, error)
 
     def adopt(self, container_id: str, pid: int, start_time: int) -> None:
         """Supervise a running container whose monitor died: watch its init with a pidfd."""
@@ -1002,14 +1007,12 @@ class Monitor:
     # -- stopping and exits ----------------------------------------------------------------
 
     def signal(self, container: Supervised, number: int) -> None:
-        from dockyard.runtime import container as runtime
-
         log.info("sending signal %d to container %s", number, container.id)
         try:
             if container.pidfd is not None:
                 signal.pidfd_send_signal(container.pidfd, number)
             else:
-                runtime.kill(container.id, number, self.state_root)
+                self.runtime(container).kill(container.id, number)
         except (ProcessLookupError, RuntimeFailure) as error:
             log.info("signal %d to container %s not delivered: %s", number, container.id, error)
 
@@ -1039,12 +1042,11 @@ class Monitor:
     def thaw(self, container: Supervised) -> None:
         if container.pidfd is not None:
             return
-        from dockyard.runtime import container as runtime
-        from dockyard.runtime.state import PAUSED
-
         try:
-            if runtime.load(container.id, self.state_root).status() == PAUSED:
-                runtime.resume(container.id, self.state_root)
+            runtime = self.runtime(container)
+            current = runtime.state(container.id)
+            if current is not None and current.status == "paused":
+                runtime.resume(container.id)
         except DockyardError as error:
             log.error("thawing container %s failed: %s", container.id, error)
 
@@ -1071,8 +1073,7 @@ class Monitor:
         if container.stdin_fd is not None:
             self.close_stdin(container)
         oom_killed = _oom_killed(container.id) if container.pidfd is None else False
-        if (self.state_root / container.id).exists():
-            self.runtime_delete(container.id)
+        self.runtime_delete(container)
         self.stop_network(container)
         rootfs.unmount(self.run_root, container.id)
 

@@ -142,7 +142,7 @@ def info(engine: "Engine") -> dict[str, Any]:
         "Labels": [],
         "ExperimentalBuild": False,
         "ServerVersion": __version__,
-        "Runtimes": {DEFAULT_RUNTIME: {"path": "dockyard-runtime"}},
+        "Runtimes": _runtimes(),
         "DefaultRuntime": DEFAULT_RUNTIME,
         "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": False,
                   "Error": "", "RemoteManagers": None},
@@ -174,6 +174,13 @@ def disk_usage(engine: "Engine") -> dict[str, Any]:
         "Volumes": volumes,
         "BuildCache": [],
     }
+
+
+def _runtimes() -> dict[str, dict[str, str]]:
+    """Return the OCI runtimes found on this host: the built-in one, and runc and crun where installed."""
+    from dockyard.engine import runtimes
+
+    return runtimes.found()
 
 
 def _read_flag(path: str) -> bool:

@@ -32,6 +32,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -90,10 +91,18 @@ class NetworkService:
         self.run_dir = Path(config.run_root) / "networks"
         self._lock_fd: int | None = None
         self._lock_depth = 0
+        # flock does not exclude threads that share the held descriptor, and the API server calls the
+        # service from many threads, so a thread lock guards the descriptor and the nesting depth.
+        self._thread_lock = threading.RLock()
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
-        """Hold ``<run root>/networks/lock`` (flock); nested calls in one process reuse the lock they hold."""
+        """Hold ``<run root>/networks/lock`` (flock); nested calls in one thread reuse the lock they hold."""
+        with self._thread_lock, self._flock():
+            yield
+
+    @contextlib.contextmanager
+    def _flock(self) -> Iterator[None]:
         if self._lock_depth == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.run_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
