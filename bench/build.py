@@ -205,7 +205,7 @@ def render(builders: list[Builder], details: dict[str, str], command: str) -> st
             continue
         lines.append(
             f"| {builder.label} | {statistics.median(builder.cold):.2f} | {', '.join(f'{t:.2f}' for t in builder.cold)} "
-            f"| {statistics.median(builder.cached):.2f} | {', '.join(f'{t:.2f}' for t in builder.cached)} |"
+            f"| {statistics.median(builder.cached):.3f} | {', '.join(f'{t:.3f}' for t in builder.cached)} |"
         )
     dockyard = next((builder for builder in working if builder.label.startswith("dockyard")), None)
     if dockyard is not None:
