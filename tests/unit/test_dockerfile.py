@@ -6,7 +6,7 @@ import json
 import string
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from dockyard.build import dockerfile as dockerfiles
@@ -184,13 +184,15 @@ def test_split_words_roundtrip(words):
 
 @given(st.lists(st.tuples(st.sampled_from(["RUN", "CMD", "ENV", "LABEL", "EXPOSE"]), PLAIN), min_size=1, max_size=8))
 def test_parse_keeps_instruction_order(pairs):
+    assume(not any(argument.startswith("--") for _, argument in pairs))
     text = "FROM base\n" + "".join(f"{keyword} {argument}\n" for keyword, argument in pairs)
     parsed = parse(text).instructions[1:]
     assert [(i.keyword, i.arguments) for i in parsed] == pairs
 
 
-@given(st.lists(PLAIN, min_size=2, max_size=5))
+@given(st.lists(PLAIN, min_size=2, max_size=5).filter(lambda parts: not parts[0].startswith("--")))
 def test_continuation_joins_parts(parts):
+    # A first word starting with "--" is an instruction flag, which split_flags handles.
     text = "RUN " + " \\\n".join(parts) + "\n"
     assert parse(text).instructions[0].arguments == " ".join(parts)
 
@@ -200,3 +202,9 @@ def test_json_form_roundtrip(items):
     text = "CMD " + json.dumps(items) + "\n"
     instruction = parse(text).instructions[0]
     assert instruction.json_form() == items
+
+
+def test_double_dash_ends_instruction_flags():
+    from dockyard.build.dockerfile import split_flags
+
+    assert split_flags("--mount=type=cache -- --not-a-flag", 1) == ({"mount": "type=cache"}, "--not-a-flag")

@@ -183,6 +183,9 @@ def split_flags(text: str, line: int) -> tuple[dict[str, str], str]:
     rest = text
     while rest.startswith("--"):
         word, _, remainder = rest.partition(" ")
+        if word == "--":
+            # A bare "--" ends the flags, as in Docker's flag parser.
+            return flags, remainder.lstrip()
         match = _FLAG.match(word)
         if not match:
             raise BuildError(f"Dockerfile line {line}: invalid flag {word!r}")
