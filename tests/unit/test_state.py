@@ -193,14 +193,17 @@ def test_concurrent_writers_from_threads(tmp_path):
     errors: list[BaseException] = []
 
     def write(char: str) -> None:
-        db = State(path)
+        db = None
         try:
+            # Opening a new database from several threads at once is part of the test.
+            db = State(path)
             for number in range(20):
                 db.record_image(image(char), layers("1"), blobs=[digest("1")], tags=[f"r:{char}{number}"])
         except BaseException as error:  # collected and asserted below
             errors.append(error)
         finally:
-            db.close()
+            if db is not None:
+                db.close()
 
     threads = [threading.Thread(target=write, args=(char,)) for char in "abcd"]
     for thread in threads:

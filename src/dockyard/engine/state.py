@@ -232,6 +232,27 @@ class ManifestRecord:
     media_type: str
 
 
+def _enable_wal(connection: sqlite3.Connection) -> None:
+    """Switch the database to WAL mode, which stays set in the file once switched.
+
+    The switch needs an exclusive lock, and SQLite answers "database is
+    locked" at once, without calling the busy handler, when another
+    connection holds a lock. Two commands opening a new state root at the
+    same moment hit that, so the switch is retried for up to BUSY_TIMEOUT_MS.
+    """
+    if connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+        return
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 class State:
     """A connection per thread to ``root/state.db``, creating and migrating it on first use."""
 
@@ -250,7 +271,7 @@ class State:
                 # isolation_level=None: this module issues BEGIN and COMMIT itself.
                 connection = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
                 connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-                connection.execute("PRAGMA journal_mode = WAL")
+                _enable_wal(connection)
                 connection.execute("PRAGMA synchronous = NORMAL")
                 connection.execute("PRAGMA foreign_keys = ON")
             except sqlite3.Error as error:
