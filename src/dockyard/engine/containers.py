@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 from dockyard.engine import monitor, ocispec, rootfs
 from dockyard.engine.logs import LogEntry, format_time, log_options, parse_time
 from dockyard.errors import Conflict, ContainerError, ContainerNotFound, DockyardError, InvalidArgument, NotFound
+from dockyard.humanize import human_duration
 
 if TYPE_CHECKING:
     import socket
@@ -131,33 +132,6 @@ class Attachment:
 
 def _now() -> str:
     return format_time(time.time_ns())
-
-
-def human_duration(seconds: float) -> str:
-    """Format a duration as Docker's status column does ("3 seconds", "About a minute", "2 hours")."""
-    if seconds < 1:
-        return "Less than a second"
-    if seconds < 2:
-        return "1 second"
-    if seconds < 60:
-        return f"{int(seconds)} seconds"
-    minutes = int(seconds / 60)
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = int(seconds / 3600 + 0.5)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{int(seconds / 3600) // 24 // 365} years"
 
 
 def _since(timestamp: str) -> float:

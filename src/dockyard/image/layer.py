@@ -1020,8 +1020,8 @@ def _make_dirs_writable(path: str) -> None:
                 _make_dirs_writable(entry.path)
 
 
-def _remove_tree(path: Path) -> None:
-    """Remove a partial snapshot, making its directories writable first if that is needed."""
+def remove_tree(path: Path) -> None:
+    """Remove a directory tree, making its directories writable first if that is needed."""
     try:
         shutil.rmtree(path)
     except FileNotFoundError:
@@ -1065,7 +1065,7 @@ def apply(tar_stream: BinaryIO, target: Path, layer: str, lowers: Sequence[Path]
     except BaseException as e:
         unpacker.close()
         os.close(root_fd)
-        _remove_tree(target)
+        remove_tree(target)
         if isinstance(e, DockyardError):
             if layer in str(e):
                 raise

@@ -15,14 +15,13 @@ import contextlib
 import fcntl
 import logging
 import os
-import shutil
-import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from dockyard.errors import InvalidArgument, NotFound, StoreError
 from dockyard.image.digest import validate
+from dockyard.image.layer import remove_tree
 
 log = logging.getLogger(__name__)
 
@@ -48,29 +47,6 @@ def _syncfs(path: Path) -> None:
             raise OSError(error, os.strerror(error), str(path))
     finally:
         os.close(fd)
-
-
-def _make_dirs_writable(path: str) -> None:
-    st = os.lstat(path)
-    if not stat.S_ISDIR(st.st_mode):
-        return
-    if st.st_mode & 0o700 != 0o700:
-        os.chmod(path, stat.S_IMODE(st.st_mode) | 0o700)
-    with os.scandir(path) as entries:
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                _make_dirs_writable(entry.path)
-
-
-def _remove_tree(path: Path) -> None:
-    """Remove a directory tree, making its directories writable first if that is needed."""
-    try:
-        shutil.rmtree(path)
-    except FileNotFoundError:
-        pass
-    except PermissionError:
-        _make_dirs_writable(str(path))
-        shutil.rmtree(path)
 
 
 class SnapshotStore:
@@ -144,7 +120,7 @@ class SnapshotStore:
         try:
             for stale in self._tmp.glob(f"{hex_id}-*"):
                 log.debug("removing %s, left by an interrupted create or remove of snapshot %s", stale, chain_id)
-                _remove_tree(stale)
+                remove_tree(stale)
             yield
         finally:
             # Unlinked before it is released: see _lock.
@@ -197,7 +173,7 @@ class SnapshotStore:
             except OSError as e:
                 raise StoreError(f"cannot move snapshot {chain_id} into {final}: {e.strerror}") from e
         except BaseException:
-            _remove_tree(work)
+            remove_tree(work)
             raise
         log.debug("created snapshot %s", chain_id)
         return final / "fs"
@@ -212,7 +188,7 @@ class SnapshotStore:
                 # Renamed away first, so that no reader sees a half-deleted snapshot.
                 doomed = Path(tempfile.mkdtemp(prefix=f"{_hex_of(chain_id)}-removing-", dir=self._tmp))
                 os.rename(path, doomed / "snapshot")
-                _remove_tree(doomed)
+                remove_tree(doomed)
             except FileNotFoundError:
                 raise NotFound(f"snapshot {chain_id} not found") from None
             except OSError as e:
