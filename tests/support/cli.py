@@ -40,7 +40,9 @@ class Dockyard:
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self.docker_config.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(self.config_text)
+        # A private run root, so that bundles, monitor directories and exec records
+        # go away with the test's directory. TOML wants top-level keys before tables.
+        self.config_path.write_text(f'run_root = "{self.base / "run"}"\n' + self.config_text)
         self.nft_table = ""
         if "[network]" not in self.config_text:
             self._add_private_network()
