@@ -322,3 +322,8 @@ def test_user_tmpfs_replaces_default_dev_shm():
     shm = [entry for entry in spec["mounts"] if entry["destination"] == "/dev/shm"]
     assert len(shm) == 1
     assert "size=1m" in shm[0]["options"]
+
+
+def test_empty_user_in_body_keeps_image_user():
+    config = merge({"User": "", "Cmd": ["id"]}, {"User": "mario"})
+    assert config["User"] == "mario"

@@ -102,7 +102,8 @@ def merge_config(body: dict[str, Any], image_config: dict[str, Any], container_i
     config = {
         "Hostname": body.get("Hostname") or container_id[:12],
         "Domainname": body.get("Domainname") or "",
-        "User": body.get("User") if body.get("User") is not None else (image.get("User") or ""),
+        # The docker CLI always sends "User": "", which means the image's user, as in Docker.
+        "User": body.get("User") or image.get("User") or "",
         "AttachStdin": bool(body.get("AttachStdin")),
         "AttachStdout": bool(body.get("AttachStdout")),
         "AttachStderr": bool(body.get("AttachStderr")),
