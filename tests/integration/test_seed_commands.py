@@ -1,7 +1,7 @@
 """The seed's two commands, verbatim, through the docker CLI and dockyard's API socket.
 
 The game image is built with `dockyard build` and pushed to the test registry
-as `pengbai/docker-supermario`; the API service's configuration makes that
+as `pengbai/docker-supermario`. The API service's configuration makes that
 registry the only mirror of docker.io, so nothing reaches Docker Hub.
 """
 
