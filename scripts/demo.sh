@@ -97,7 +97,7 @@ for _ in $(seq 50); do
     sleep 0.1
 done
 curl -fs -o /dev/null "http://127.0.0.1:$port/" || {
-    echo "demo.sh: the game does not answer on 127.0.0.1:$port; its log:" >&2
+    echo "demo.sh: the game does not respond on 127.0.0.1:$port; its log:" >&2
     "$dockyard" logs supermario >&2 || true
     exit 1
 }

@@ -366,7 +366,7 @@ class Monitor:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    log.error("another monitor holds %s; exiting", self.directory / "alive.lock")
+                    log.error("another monitor has the lock %s, so this monitor exits", self.directory / "alive.lock")
                     os.close(alive)
                     return
                 time.sleep(0.01)

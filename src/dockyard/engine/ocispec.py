@@ -30,7 +30,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Docker's defaults for --tmpfs mounts without options, and for /dev/shm.
 TMPFS_DEFAULT_OPTIONS = ["noexec", "nosuid", "nodev"]
 CPU_PERIOD = 100_000  # microseconds; NanoCpus becomes a quota per this period, as in Docker
-# Where the init binary (tini) appears inside the container, as in Docker.
+# The path of the init binary (tini) inside the container, as in Docker.
 INIT_PATH_IN_CONTAINER = "/sbin/docker-init"
 
 

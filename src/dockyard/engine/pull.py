@@ -57,7 +57,9 @@ def platform_text(platform: Any) -> str:
     return f"{text}/{platform.variant}" if platform.variant else text
 
 
-class Puller:
+class Transfer:
+    """Base of a pull or a push: the image service it works for, credentials and progress events."""
+
     def __init__(self, service: ImageService, progress: Progress, auth: dict[str, str] | None = None) -> None:
         self.service = service
         self.auth = auth
@@ -67,7 +69,7 @@ class Puller:
         self._progress_lock = threading.Lock()
 
     def emit(self, status: str, layer: str | None = None, **detail: int) -> None:
-        """Send one progress event; download threads call this too."""
+        """Send one progress event; transfer threads call this too."""
         event: dict[str, Any] = {"status": status}
         if layer is not None:
             event["id"] = layer
@@ -76,6 +78,8 @@ class Puller:
         with self._progress_lock:
             self._progress(event)
 
+
+class Puller(Transfer):
     def pull(self, name: str, platform: str | None) -> PullResult:
         from dockyard.image import manifest as manifests
         from dockyard.image import platform as platforms

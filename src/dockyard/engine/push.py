@@ -14,11 +14,10 @@ blobs are all in the content store, so the digest stays the same
 from __future__ import annotations
 
 import logging
-import threading
 from typing import TYPE_CHECKING, Any
 
-from dockyard.engine.images import ImageService, Progress, PushResult
-from dockyard.engine.pull import short
+from dockyard.engine.images import PushResult
+from dockyard.engine.pull import Transfer, short
 from dockyard.engine.state import ManifestRecord
 from dockyard.errors import ImageNotFound
 
@@ -29,24 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class Pusher:
-    def __init__(self, service: ImageService, progress: Progress, auth: dict[str, str] | None = None) -> None:
-        self.service = service
-        self.auth = auth
-        self.store = service.store
-        self.state = service.state
-        self._progress = progress
-        self._progress_lock = threading.Lock()
-
-    def emit(self, status: str, layer: str | None = None, **detail: int) -> None:
-        event: dict[str, Any] = {"status": status}
-        if layer is not None:
-            event["id"] = layer
-        if detail:
-            event["progressDetail"] = detail
-        with self._progress_lock:
-            self._progress(event)
-
+class Pusher(Transfer):
     def push(self, name: str) -> PushResult:
         from dockyard.engine import locks
         from dockyard.image import reference as references

@@ -159,7 +159,7 @@ def _read_host_file(path: str, fallback: str) -> str:
         return fallback
 
 
-# Where systemd-resolved keeps the upstream servers it forwards to, while
+# The file in which systemd-resolved lists the upstream servers it forwards to, while
 # /etc/resolv.conf names only its own stub listener on 127.0.0.53.
 SYSTEMD_RESOLVED_UPSTREAM = "/run/systemd/resolve/resolv.conf"
 

@@ -235,7 +235,7 @@ class ManifestRecord:
 def _enable_wal(connection: sqlite3.Connection) -> None:
     """Switch the database to WAL mode, which stays set in the file once switched.
 
-    The switch needs an exclusive lock, and SQLite answers "database is
+    The switch needs an exclusive lock, and SQLite returns "database is
     locked" at once, without calling the busy handler, when another
     connection holds a lock. Two commands opening a new state root at the
     same moment hit that, so the switch is retried for up to BUSY_TIMEOUT_MS.
