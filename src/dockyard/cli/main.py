@@ -136,10 +136,12 @@ def build_parser(argv: Iterable[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
+    """Run one command line; ``parser`` is a full parser built in advance (the CLI server's)."""
     if argv is None:
         argv = sys.argv[1:]
-    parser = build_parser(argv)
+    if parser is None:
+        parser = build_parser(argv)
     args = parser.parse_args(argv)
     if args.version:
         from dockyard import __version__

@@ -153,6 +153,7 @@ def _spawn(context: InitContext, linux: dict[str, Any]) -> int:
     os.close(to_runtime_write)
     os.close(to_init_read)
     init_pid = None
+    join_error: Exception | None = None
     created = False
     succeeded = False
     try:
@@ -163,6 +164,20 @@ def _spawn(context: InitContext, linux: dict[str, Any]) -> int:
                 os.write(to_init_write, b"1")
             elif kind == "pid":
                 init_pid = message["pid"]
+                if "cgroup" not in context.namespaces.paths:
+                    # The init waits for this before its cgroup mounts (see
+                    # init.bring_up). A failed write means the init failed
+                    # already, and its own error message follows.
+                    try:
+                        context.cgroup.join(init_pid)
+                        os.write(to_init_write, b"1")
+                    except (OSError, RuntimeFailure) as error:
+                        # Closing the pipe ends the init's wait with an error.
+                        join_error = error
+                        os.close(to_init_write)
+                        to_init_write = -1
+            elif kind == "error" and isinstance(join_error, RuntimeFailure):
+                raise RuntimeFailure(f"container {context.container_id}: moving the init into its cgroup failed: {join_error}")
             elif kind == "error":
                 raise RuntimeFailure(
                     f"container {context.container_id}: {message['step']} failed: {message['message']}"
@@ -174,10 +189,13 @@ def _spawn(context: InitContext, linux: dict[str, Any]) -> int:
             if created and init_pid is not None:
                 succeeded = True
                 return init_pid
+        if join_error is not None:
+            raise RuntimeFailure(f"container {context.container_id}: moving the init into its cgroup failed: {join_error}")
         raise RuntimeFailure(f"container {context.container_id}: init exited during set-up without reporting why")
     finally:
         os.close(to_runtime_read)
-        os.close(to_init_write)
+        if to_init_write != -1:
+            os.close(to_init_write)
         if not succeeded:
             _kill_quietly(first)
             if init_pid is not None:

@@ -100,11 +100,16 @@ def bring_up(context: InitContext, reporter: Reporter) -> NoReturn:
     reporter.step("resetting signal handlers")
     _reset_signals()
 
-    # The cgroup is joined before the cgroup namespace is unshared, so that
-    # the namespace's root is the container's cgroup and every later child
-    # (the init included) is accounted there from its first instruction.
-    reporter.step("joining the cgroup")
-    context.cgroup.join(os.getpid())
+    # Moving a process into a cgroup waits for an RCU grace period, about
+    # 10 ms on this kind of host. So the runtime moves the init while the
+    # init sets up its mounts (``late_join``), and the init unshares its
+    # cgroup namespace only once it is in the cgroup, so that the
+    # namespace's root is the container's cgroup. A cgroup namespace joined
+    # by path keeps the plain order: join the cgroup first, here.
+    late_join = "cgroup" not in spaces.paths
+    if not late_join:
+        reporter.step("joining the cgroup")
+        context.cgroup.join(os.getpid())
 
     # Namespace files are host paths: open them all before joining any.
     reporter.step("joining namespaces by path")
@@ -125,7 +130,7 @@ def bring_up(context: InitContext, reporter: Reporter) -> NoReturn:
             os.setresuid(0, 0, 0)
 
     reporter.step("creating namespaces")
-    namespaces.unshare(spaces.unshare_flags(exclude=("user",)))
+    namespaces.unshare(spaces.unshare_flags(exclude=("user", "cgroup") if late_join else ("user",)))
 
     # A new PID namespace applies to children only: fork, so the process
     # that goes on is PID 1 there. This process reports that PID and exits.
@@ -167,14 +172,27 @@ def bring_up(context: InitContext, reporter: Reporter) -> NoReturn:
     # mount point, mount the spec's mounts inside it in order (each may
     # depend on the one before, as /dev/pts on /dev), then create devices
     # in the new /dev. Everything still uses host paths until pivot_root.
+    # Mounts of cgroup filesystems, and anything below them, wait until the
+    # init is in its cgroup and namespace.
     reporter.step("preparing the root filesystem")
     mounts.prepare_root(context.rootfs, linux.get("rootfsPropagation"))
-    for entry in config.get("mounts", []):
+    early, late = mounts.split_cgroup_mounts(config.get("mounts", []))
+    for entry in early:
         reporter.step(f"mounting {entry.get('destination')}")
         mounts.mount_entry(context.rootfs, entry, context.cgroup, cgroupns=spaces.has("cgroup"))
 
     reporter.step("creating devices")
     devices.create(context.rootfs, linux.get("devices", []), bind=spaces.has("user"))
+
+    if late_join:
+        reporter.step("waiting for the runtime to move the init into its cgroup")
+        reporter.wait_ack(context.sync_read)
+        if "cgroup" in spaces.new:
+            reporter.step("creating the cgroup namespace")
+            namespaces.unshare(namespaces.FLAGS["cgroup"])
+    for entry in late:
+        reporter.step(f"mounting {entry.get('destination')}")
+        mounts.mount_entry(context.rootfs, entry, context.cgroup, cgroupns=spaces.has("cgroup"))
 
     reporter.step("pivot_root")
     mounts.pivot(context.rootfs)

@@ -187,6 +187,25 @@ def prepare_root(rootfs: Path, propagation: str | None) -> None:
     mount(str(rootfs), rootfs, None, libc.MS_BIND | libc.MS_REC)
 
 
+def split_cgroup_mounts(entries: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split the spec's mounts into the others and the cgroup filesystems with what lies below them.
+
+    Each part keeps the spec's order, and a mount below a cgroup mount comes
+    after it, so the order stays valid when the second part is mounted last.
+    """
+    cgroup_points = [
+        entry.get("destination", "").rstrip("/") for entry in entries if entry.get("type") in ("cgroup", "cgroup2")
+    ]
+
+    def below_cgroup(entry: dict[str, Any]) -> bool:
+        destination = entry.get("destination", "").rstrip("/")
+        return any(destination == point or destination.startswith(point + "/") for point in cgroup_points)
+
+    early = [entry for entry in entries if not below_cgroup(entry)]
+    late = [entry for entry in entries if below_cgroup(entry)]
+    return early, late
+
+
 def mount_entry(rootfs: Path, entry: dict[str, Any], cgroup: Cgroup, cgroupns: bool) -> None:
     """Mount one entry of the spec's ``mounts`` below ``rootfs``."""
     destination = entry.get("destination", "")
