@@ -9,6 +9,7 @@ pytest_plugins: list[str] = [
     "tests.support.leaks",
     "tests.support.bundles",
     "tests.support.cli",
+    "tests.support.cliserver",
     "tests.support.containers",
     "tests.support.network",
     "tests.support.api",

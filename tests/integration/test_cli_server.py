@@ -1,0 +1,204 @@
+"""The CLI server: commands run in its forked children with the client's streams, directory, environment and signals."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from dockyard.cli import client
+from tests.support.cli import DOCKYARD, Dockyard
+from tests.support.cliserver import server_for
+from tests.support.containers import start_busybox, wait_until
+from tests.support.images import ImageSet
+
+pytestmark = pytest.mark.integration
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as file:
+                data = file.read()
+        except OSError:
+            continue
+        if int(data[data.rindex(b")") + 2:].split()[1]) == pid:
+            found.append(int(name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs: it exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            data = file.read()
+    except OSError:
+        return False
+    return data[data.rindex(b")") + 2:][:1] not in (b"Z", b"X")
+
+
+def running_server(dockyard: Dockyard) -> int:
+    """Run a command so that the root's environment has a server, and return the server's pid."""
+    address = client.server_address(dockyard.env())
+    dockyard.run("--version")
+    pid = wait_until(lambda: server_for(address) and _answers(address) and server_for(address), timeout=30)
+    assert pid, f"no CLI server came up on {address[1:]}"
+    return int(pid)
+
+
+def _answers(address: str) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(address)
+        except OSError:
+            return False
+    return True
+
+
+def test_a_command_runs_as_a_child_of_the_server(busybox_dockyard: Dockyard, test_images: ImageSet) -> None:
+    server = running_server(busybox_dockyard)
+    process = busybox_dockyard.popen("run", "--rm", "--network", "none", test_images.busybox, "sleep", "2")
+    try:
+        # The child forks from the server, so it shows the server's command line.
+        assert wait_until(lambda: children_of(server), timeout=10), "no command process appeared under the server"
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, stderr
+    assert server_for(client.server_address(busybox_dockyard.env())) == server
+
+
+def test_exit_code_output_and_input_match_the_in_process_path(busybox_dockyard: Dockyard, test_images: ImageSet) -> None:
+    running_server(busybox_dockyard)
+    script = "read line; echo out:$line; echo err >&2; exit 3"
+    results = []
+    for setting in ("1", "0"):
+        env = {**busybox_dockyard.env(), "DOCKYARD_CLI_SERVER": setting}
+        results.append(subprocess.run(
+            [str(DOCKYARD), "run", "-i", "--rm", "--network", "none", test_images.busybox, "sh", "-c", script],
+            env=env, input="hello\n", capture_output=True, text=True, timeout=60,
+        ))
+    served, here = results
+    assert (served.returncode, served.stdout, served.stderr) == (3, "out:hello\n", "err\n")
+    assert (here.returncode, here.stdout, here.stderr) == (served.returncode, served.stdout, served.stderr)
+
+
+def test_usage_errors_keep_their_exit_codes(dockyard: Dockyard) -> None:
+    running_server(dockyard)
+    unknown_flag = dockyard.run("ps", "--no-such-flag", check=False)
+    assert unknown_flag.returncode == 125
+    assert "--no-such-flag" in unknown_flag.stderr
+    missing = dockyard.run("no-such-command", check=False)
+    assert missing.returncode == 1
+    assert "no-such-command" in missing.stderr
+
+
+def test_the_client_directory_and_environment_apply(busybox_dockyard: Dockyard, test_images: ImageSet, tmp_path) -> None:
+    server = running_server(busybox_dockyard)
+    (tmp_path / "vars.env").write_text("# a comment\nFROM_FILE=file-value\nBARE\n")
+    for value in ("first", "second"):
+        # BARE is not one of the server's variables: the server stays the same and the child sees the new value.
+        result = subprocess.run(
+            [str(DOCKYARD), "run", "--rm", "--network", "none", "--env-file", "vars.env", test_images.busybox,
+             "sh", "-c", "echo $FROM_FILE $BARE"],
+            env={**busybox_dockyard.env(), "BARE": value}, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == f"file-value {value}\n"
+    assert server_for(client.server_address(busybox_dockyard.env())) == server
+
+
+def test_ctrl_c_reaches_the_command(busybox_dockyard: Dockyard, test_images: ImageSet) -> None:
+    running_server(busybox_dockyard)
+    container = start_busybox(busybox_dockyard, test_images.busybox, "--network", "none",
+                              command=("sh", "-c", "echo ready; sleep 300"))
+    process = busybox_dockyard.popen("logs", "-f", container)
+    try:
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], 30)
+        assert ready and process.stdout.readline() == b"ready\n"
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 130
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_the_command_dies_with_its_client(busybox_dockyard: Dockyard, test_images: ImageSet) -> None:
+    server = running_server(busybox_dockyard)
+    container = start_busybox(busybox_dockyard, test_images.busybox, "--network", "none")
+    process = busybox_dockyard.popen("logs", "-f", container)
+    try:
+        commands = wait_until(lambda: children_of(server), timeout=10)
+        assert commands, "no command process appeared under the server"
+    finally:
+        process.kill()
+        process.wait()
+    assert wait_until(lambda: not any(alive(pid) for pid in commands), timeout=10), \
+        "the command process outlived its killed client"
+
+
+def test_a_terminal_passes_through(busybox_dockyard: Dockyard, test_images: ImageSet) -> None:
+    running_server(busybox_dockyard)
+    pid, terminal = pty.fork()
+    if pid == 0:
+        os.execve(str(DOCKYARD), [str(DOCKYARD), "run", "-t", "--rm", "--network", "none", test_images.busybox,
+                                  "sh", "-c", "tty; stty size"], busybox_dockyard.env())
+    output = b""
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([terminal], [], [], 1)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(terminal, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(terminal)
+    assert os.waitstatus_to_exitcode(status) == 0, output
+    assert b"/dev/pts/0" in output
+
+
+def test_the_server_refuses_other_users(dockyard: Dockyard) -> None:
+    server = running_server(dockyard)
+    address = client.server_address(dockyard.env())
+    probe = subprocess.run(
+        ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "/usr/bin/python3", "-c",
+         "import socket, sys\n"
+         "s = socket.socket(socket.AF_UNIX)\n"
+         f"s.connect({address!r})\n"
+         "try:\n"
+         "    s.sendall(b'x' * 64)\n"
+         "    print(repr(s.recv(16)))\n"
+         "except ConnectionResetError:\n"
+         "    print('reset')\n"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert probe.returncode == 0, probe.stderr
+    # The server closes the connection without an answer or a fork.
+    assert probe.stdout.strip() in ("b''", "reset")
+    assert server_for(address) == server
+
+
+def test_an_idle_server_exits(dockyard: Dockyard, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKYARD_CLI_SERVER_IDLE_TIMEOUT", "1")
+    server = running_server(dockyard)
+    assert wait_until(lambda: not alive(server), timeout=15), "the idle server did not exit"
