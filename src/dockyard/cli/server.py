@@ -59,6 +59,13 @@ WARM_MODULES = (
     "sqlite3", "json", "hashlib",
 )
 
+WARM_COMMAND_LINES = (
+    ["run", "--rm", "-d", "-it", "-e", "A=b", "-p", "1:2", "--name", "x", "image", "true"],
+    ["build", "-q", "-t", "name", "-f", "Dockerfile", "."],
+    ["ps", "-a", "--format", "json"],
+    ["exec", "-i", "container", "true"],
+)
+
 
 class Request:
     """A decoded request: argv, environment, umask and the passed descriptors."""
@@ -105,7 +112,11 @@ def code_fingerprint() -> tuple[int, int]:
 
 
 def warm_up() -> object:
-    """Import what commands use and return the full argument parser."""
+    """Import what commands use, and return the full argument parser after parsing a few command lines.
+
+    argparse compiles regular expressions while it parses, and the ``re``
+    module caches them; parsing here fills that cache for every child.
+    """
     from dockyard.cli import main as cli_main
 
     parser = cli_main.build_parser()
@@ -113,6 +124,11 @@ def warm_up() -> object:
         try:
             importlib.import_module(name)
         except ImportError:
+            pass
+    for argv in WARM_COMMAND_LINES:
+        try:
+            parser.parse_args(argv)
+        except SystemExit:
             pass
     return parser
 
