@@ -86,6 +86,8 @@ class Engine:
     start_idle: Callable[[], None] | None = None
     remove_all: Callable[[], None] | None = None
     is_helper: Callable[[Process], bool] | None = None
+    # Processes that run for commands, not for containers (dockyard's CLI server).
+    is_daemon: Callable[[Process], bool] | None = None
     helper_description: str = ""
     failure: str | None = None                 # why the engine is not measured, when it is not
     memory_failure: str | None = None          # why its memory is not measured, when only that failed
@@ -122,12 +124,18 @@ def dockyard_engine(workdir: Path, reference: str) -> Engine:
         if identifiers:
             dockyard("rm", "--force", *identifiers)
 
-    def is_helper(process: Process) -> bool:
-        # The monitor runs dockyard's Python code with this root in its
-        # command line or its environment.
+    def is_dockyard(process: Process) -> bool:
+        # The monitor and the CLI server run dockyard's Python code with this
+        # root in their command line or their environment.
         if "dockyard" not in " ".join(process.cmdline):
             return False
         return str(root) in " ".join(process.cmdline) or process.environ_value("DOCKYARD_ROOT") == str(root)
+
+    def is_helper(process: Process) -> bool:
+        return is_dockyard(process) and not is_cli_server(process)
+
+    def is_daemon(process: Process) -> bool:
+        return is_dockyard(process) and is_cli_server(process)
 
     return Engine(
         key="dockyard",
@@ -140,8 +148,14 @@ def dockyard_engine(workdir: Path, reference: str) -> Engine:
         start_idle=start_idle,
         remove_all=remove_all,
         is_helper=is_helper,
+        is_daemon=is_daemon,
         helper_description="monitor and helpers",
     )
+
+
+def is_cli_server(process: Process) -> bool:
+    """dockyard's CLI server serves commands, not containers, and exits 30 s after the last command."""
+    return "dockyard.cli.server" in process.cmdline
 
 
 def tear_down_dockyard_networks(engine: Engine) -> None:
@@ -307,20 +321,23 @@ def time_engines(timings: list[Timing], rounds: int, runs: int, warmup: int, wor
 
 
 def time_cold_starts(engine: Engine, runs: int) -> Timing:
-    """Time ``run --rm --network none IMAGE true`` with no dockyard monitor running beforehand.
+    """Time ``run --rm --network none IMAGE true`` with no dockyard monitor or CLI server running beforehand.
 
     dockyard's shared monitor stays up ``DOCKYARD_MONITOR_IDLE_TIMEOUT``
-    seconds (default 10) after its last container, so the runs that hyperfine
-    times back to back find it running. Here it is started with a 1 s idle
-    timeout, and each run waits for the previous run's monitor to exit first.
+    seconds (default 10) after its last container, and its CLI server
+    ``DOCKYARD_CLI_SERVER_IDLE_TIMEOUT`` seconds (default 30) after its last
+    command, so the runs that hyperfine times back to back find both running.
+    Here both are started with a 1 s idle timeout, and each run waits for the
+    previous run's monitor and server to exit first.
     """
-    environment = dict(os.environ, **engine.environment, DOCKYARD_MONITOR_IDLE_TIMEOUT="1")
+    environment = dict(os.environ, **engine.environment, DOCKYARD_MONITOR_IDLE_TIMEOUT="1",
+                       DOCKYARD_CLI_SERVER_IDLE_TIMEOUT="1")
     command = engine.run_commands["none"]
-    timing = Timing(engine, "none", note="no monitor running before each run")
+    timing = Timing(engine, "none", note="no monitor or CLI server running before each run")
     for _ in range(runs):
-        left = wait_for_helpers_to_exit(engine, timeout=30.0)
+        left = wait_for_helpers_to_exit(engine, timeout=30.0, include_daemons=True)
         if left:
-            raise RuntimeError(f"{engine.label}: monitor PID {left[0].pid} did not exit within 30 s of going idle")
+            raise RuntimeError(f"{engine.label}: PID {left[0].pid} did not exit within 30 s of going idle")
         start = time.perf_counter()
         peers.run(command, env=environment)
         timing.times.append(time.perf_counter() - start)
@@ -402,6 +419,7 @@ class MemoryResult:
     helpers: list[Process]
     rss_kib: int
     pss_kib: int
+    daemon_rss_kib: int = 0                    # what is_daemon matched, not counted per container
 
 
 def idle_processes(engine: Engine, containers: int) -> tuple[list[Process], list[Process]]:
@@ -457,17 +475,27 @@ def measure_memory(engine: Engine, containers: int, settle: float) -> MemoryResu
             process_rss, process_pss = memory_kib(process.pid)
             rss += process_rss
             pss += process_pss
-        return MemoryResult(engine, containers, helpers, rss, pss)
+        daemon_rss = 0
+        if engine.is_daemon is not None:
+            daemon_rss = sum(memory_kib(pid)[0] for pid, process in list_processes().items() if engine.is_daemon(process))
+        return MemoryResult(engine, containers, helpers, rss, pss, daemon_rss)
     finally:
         engine.remove_all()
 
 
-def wait_for_helpers_to_exit(engine: Engine, timeout: float) -> list[Process]:
-    """Wait up to ``timeout`` seconds for the engine's helper processes to exit; return those left."""
+def wait_for_helpers_to_exit(engine: Engine, timeout: float, include_daemons: bool = False) -> list[Process]:
+    """Wait up to ``timeout`` seconds for the engine's helper processes (and daemons) to exit; return those left."""
     assert engine.is_helper is not None
     deadline = time.monotonic() + timeout
+
+    def matches(process: Process) -> bool:
+        assert engine.is_helper is not None
+        if engine.is_helper(process):
+            return True
+        return include_daemons and engine.is_daemon is not None and engine.is_daemon(process)
+
     while True:
-        left = [process for process in list_processes().values() if engine.is_helper(process)]
+        left = [process for process in list_processes().values() if matches(process)]
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.1)
@@ -482,6 +510,12 @@ def stop_leftover_helpers(engine: Engine, timeout: float = 15.0) -> None:
                     engine.label, shlex.join(process.cmdline), process.pid)
         with contextlib.suppress(ProcessLookupError):
             os.kill(process.pid, signal.SIGTERM)
+    if engine.is_daemon is not None:
+        # The CLI server would idle for 30 s more: the bench started it, so it stops it.
+        for pid, process in list_processes().items():
+            if engine.is_daemon(process):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
 
 
 # ---------------------------------------------------------------------------
@@ -585,6 +619,11 @@ def render_memory(results: list[MemoryResult], engines: list[Engine], daemons: s
             verdict = "met" if mine / dockyard.containers <= theirs / podman.containers else "missed"
             target += f" {metric}: {mine / dockyard.containers / theirs * podman.containers:.2f}x conmon's ({verdict})."
     lines.append(target)
+    for result in results:
+        if result.daemon_rss_kib:
+            lines.append(f"Not in {result.engine.label}'s row: its CLI server, which serves commands rather than "
+                         "containers and exits 30 s after the last command, had "
+                         f"{result.daemon_rss_kib / 1024:.1f} MiB RSS at the same moment.")
     if daemons:
         lines.append(daemons)
     return lines
@@ -617,8 +656,9 @@ def write_doc(report: str, path: Path) -> None:
         "rules, and its default network is a bridge made by the script, without NAT.",
         "The floor is bare `crun run` on an OCI bundle of the same root filesystem, with `crun spec`'s "
         "default config (no seccomp filter, no network setup).",
-        "dockyard's shared monitor outlives its last container by 10 s, so runs timed back to back find "
-        "it running. The row marked \"no monitor running\" times single runs that start it.",
+        "dockyard's shared monitor outlives its last container by 10 s, and its CLI server (a warm process "
+        "that forks a child per command) outlives its last command by 30 s, so runs timed back to back find "
+        "both running. The row marked \"no monitor or CLI server running\" times single runs that start them.",
         "Memory: idle containers run `sleep 3600` with `--network none`. The figures are the summed VmRSS "
         "and Pss of what each engine keeps besides the containers' own processes, divided by the number "
         "of containers.",

@@ -64,7 +64,7 @@ def _answers(address: str) -> bool:
     return True
 
 
-def test_a_command_runs_as_a_child_of_the_server(busybox_dockyard: Dockyard, test_images: ImageSet) -> None:
+def test_server_runs_command_in_child(busybox_dockyard: Dockyard, test_images: ImageSet) -> None:
     server = running_server(busybox_dockyard)
     process = busybox_dockyard.popen("run", "--rm", "--network", "none", test_images.busybox, "sleep", "2")
     try:
@@ -79,7 +79,7 @@ def test_a_command_runs_as_a_child_of_the_server(busybox_dockyard: Dockyard, tes
     assert server_for(client.server_address(busybox_dockyard.env())) == server
 
 
-def test_exit_code_output_and_input_match_the_in_process_path(busybox_dockyard: Dockyard, test_images: ImageSet) -> None:
+def test_server_matches_in_process_run(busybox_dockyard: Dockyard, test_images: ImageSet) -> None:
     running_server(busybox_dockyard)
     script = "read line; echo out:$line; echo err >&2; exit 3"
     results = []
@@ -94,7 +94,7 @@ def test_exit_code_output_and_input_match_the_in_process_path(busybox_dockyard: 
     assert (here.returncode, here.stdout, here.stderr) == (served.returncode, served.stdout, served.stderr)
 
 
-def test_usage_errors_keep_their_exit_codes(dockyard: Dockyard) -> None:
+def test_server_keeps_usage_exit_codes(dockyard: Dockyard) -> None:
     running_server(dockyard)
     unknown_flag = dockyard.run("ps", "--no-such-flag", check=False)
     assert unknown_flag.returncode == 125
@@ -104,11 +104,11 @@ def test_usage_errors_keep_their_exit_codes(dockyard: Dockyard) -> None:
     assert "no-such-command" in missing.stderr
 
 
-def test_the_client_directory_and_environment_apply(busybox_dockyard: Dockyard, test_images: ImageSet, tmp_path) -> None:
+def test_client_directory_and_environment_apply(busybox_dockyard: Dockyard, test_images: ImageSet, tmp_path) -> None:
     server = running_server(busybox_dockyard)
     (tmp_path / "vars.env").write_text("# a comment\nFROM_FILE=file-value\nBARE\n")
     for value in ("first", "second"):
-        # BARE is not one of the server's variables: the server stays the same and the child sees the new value.
+        # BARE is not one of the server's variables: the same server runs the command, with the new value.
         result = subprocess.run(
             [str(DOCKYARD), "run", "--rm", "--network", "none", "--env-file", "vars.env", test_images.busybox,
              "sh", "-c", "echo $FROM_FILE $BARE"],
@@ -119,7 +119,7 @@ def test_the_client_directory_and_environment_apply(busybox_dockyard: Dockyard, 
     assert server_for(client.server_address(busybox_dockyard.env())) == server
 
 
-def test_ctrl_c_reaches_the_command(busybox_dockyard: Dockyard, test_images: ImageSet) -> None:
+def test_client_forwards_ctrl_c(busybox_dockyard: Dockyard, test_images: ImageSet) -> None:
     running_server(busybox_dockyard)
     container = start_busybox(busybox_dockyard, test_images.busybox, "--network", "none",
                               command=("sh", "-c", "echo ready; sleep 300"))
@@ -136,7 +136,7 @@ def test_ctrl_c_reaches_the_command(busybox_dockyard: Dockyard, test_images: Ima
             process.wait()
 
 
-def test_the_command_dies_with_its_client(busybox_dockyard: Dockyard, test_images: ImageSet) -> None:
+def test_command_dies_with_killed_client(busybox_dockyard: Dockyard, test_images: ImageSet) -> None:
     server = running_server(busybox_dockyard)
     container = start_busybox(busybox_dockyard, test_images.busybox, "--network", "none")
     process = busybox_dockyard.popen("logs", "-f", container)
@@ -150,7 +150,7 @@ def test_the_command_dies_with_its_client(busybox_dockyard: Dockyard, test_image
         "the command process outlived its killed client"
 
 
-def test_a_terminal_passes_through(busybox_dockyard: Dockyard, test_images: ImageSet) -> None:
+def test_client_passes_terminal(busybox_dockyard: Dockyard, test_images: ImageSet) -> None:
     running_server(busybox_dockyard)
     pid, terminal = pty.fork()
     if pid == 0:
@@ -177,7 +177,7 @@ def test_a_terminal_passes_through(busybox_dockyard: Dockyard, test_images: Imag
     assert b"/dev/pts/0" in output
 
 
-def test_the_server_refuses_other_users(dockyard: Dockyard) -> None:
+def test_server_rejects_other_users(dockyard: Dockyard) -> None:
     server = running_server(dockyard)
     address = client.server_address(dockyard.env())
     probe = subprocess.run(
@@ -193,12 +193,12 @@ def test_the_server_refuses_other_users(dockyard: Dockyard) -> None:
         capture_output=True, text=True, timeout=30,
     )
     assert probe.returncode == 0, probe.stderr
-    # The server closes the connection without an answer or a fork.
+    # The server closes the connection without a reply or a fork.
     assert probe.stdout.strip() in ("b''", "reset")
     assert server_for(address) == server
 
 
-def test_an_idle_server_exits(dockyard: Dockyard, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_server_exits_when_idle(dockyard: Dockyard, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKYARD_CLI_SERVER_IDLE_TIMEOUT", "1")
     server = running_server(dockyard)
     assert wait_until(lambda: not alive(server), timeout=15), "the idle server did not exit"

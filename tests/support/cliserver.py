@@ -3,8 +3,8 @@
 Every ``dockyard`` command the tests run may start a CLI server
 (``dockyard.cli.server``) that outlives it by its idle timeout. This plugin
 puts ``DOCKYARD_TEST_CLI_SESSION`` into the session's environment, which
-every command inherits; since the name starts with ``DOCKYARD_``, it is part
-of what a server is keyed on, so a session never uses another session's
+every command inherits. The name starts with ``DOCKYARD_``, so it is part of
+what a server is keyed on, and a session never uses another session's
 servers. At the end of the session the servers carrying the variable get
 SIGTERM by PID, before the leak check looks for left-over processes.
 """

@@ -15,8 +15,8 @@ terminal resize) to the child's process group. If this process dies, the child
 notices its connection closing and kills itself, as the command would have
 died with it.
 
-When no server answers, the command runs in this process, and a server is
-started in the background for the next command. The child takes over this
+When no server accepts the connection, the command runs in this process,
+and a server is started in the background for the next command. The child takes over this
 process's whole environment, but what the server imported at its start may
 depend on some variables (``SERVER_VARIABLES``: dockyard's settings, Python's
 and the locale). So one server serves the clients that agree on those: the
@@ -68,14 +68,16 @@ def main() -> None:
     if os.environ.get("DOCKYARD_CLI_SERVER", "1") != "0" and _may_use_server(argv):
         code = _run_on_server(argv)
         if code is not None:
-            sys.exit(code)
+            # Nothing here needs the interpreter's clean-up: this process
+            # wrote nothing, and the command ran elsewhere.
+            os._exit(code)
     from dockyard.cli.main import main as run_here
 
     sys.exit(run_here(argv))
 
 
 def _may_use_server(argv: list[str]) -> bool:
-    """Whether the command may run in the server: not ``login`` and not ``system service``."""
+    """Tell whether the command may run in the server: all but ``login`` and ``system service`` may."""
     words = []
     skip = False
     for word in argv:
@@ -95,7 +97,7 @@ def _may_use_server(argv: list[str]) -> bool:
 
 
 def server_environment(environment: dict[str, str] | os._Environ[str]) -> dict[str, str]:
-    """The part of an environment that a server must share with its clients."""
+    """Return the part of an environment that a server must share with its clients."""
     return {
         name: value for name, value in environment.items()
         if name in SERVER_VARIABLES or name.startswith(SERVER_VARIABLE_PREFIXES)
@@ -103,7 +105,7 @@ def server_environment(environment: dict[str, str] | os._Environ[str]) -> dict[s
 
 
 def server_address(environment: dict[str, str] | os._Environ[str] | None = None) -> str:
-    """The abstract socket name of the server for this uid, Python and environment."""
+    """Return the abstract socket name of the server for this uid, Python and environment."""
     shared = server_environment(os.environ if environment is None else environment)
     text = "\0".join(f"{name}={value}" for name, value in sorted(shared.items()))
     checksum = zlib.crc32(f"{sys.executable}\0{text}".encode("utf-8", "surrogateescape"))
@@ -111,7 +113,7 @@ def server_address(environment: dict[str, str] | os._Environ[str] | None = None)
 
 
 def encode_request(argv: list[str], environment: dict[str, str], umask: int, present: int) -> bytes:
-    """The request: magic, the mask of passed standard fds, umask, argv and environment, NUL-separated."""
+    """Encode a request: magic, the mask of passed standard fds, umask, then argv and environment, NUL-separated."""
     items = [*argv, *(f"{name}={value}" for name, value in environment.items())]
     body = b"\0".join(item.encode("utf-8", "surrogateescape") for item in items)
     header = struct.pack("!4sBIII", REQUEST_MAGIC, present, umask, len(argv), len(environment))

@@ -1,4 +1,4 @@
-"""Container tools: exec, top, stats, cp, diff, commit and export.
+"""Container tools: exec, top, stats, cp, diff, commit, export and update.
 
 Each command is registered at the top level (``dockyard exec``) and in the
 ``container`` group (``dockyard container exec``), as Docker does. Exit codes
@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from dockyard.engine.execs import ExecSession
 
 ENGINE_ERROR_EXIT = 1
+# docker's exit code for a flag value it cannot parse.
+FLAG_ERROR_EXIT = 125
 CHUNK_SIZE = 65536
 
 
@@ -51,6 +53,7 @@ def _add_commands(commands: argparse._SubParsersAction) -> None:
     add_diff(commands)
     add_commit(commands)
     add_export(commands)
+    add_update(commands)
 
 
 def _command(subparsers: argparse._SubParsersAction, name: str, handler: Callable, help_text: str,
@@ -518,3 +521,90 @@ def export(args: argparse.Namespace, context: "Context") -> int:
     service.export(args.container, sys.stdout.buffer)
     sys.stdout.buffer.flush()
     return 0
+
+
+# -- update --------------------------------------------------------------------------------
+
+
+def add_update(subparsers: argparse._SubParsersAction) -> None:
+    parser = _command(subparsers, "update", update, "Update the resource limits and restart policy of containers",
+                      usage="dockyard update [OPTIONS] CONTAINER [CONTAINER...]")
+    parser.add_argument("--blkio-weight", help="relative block I/O weight, from 10 to 1000")
+    parser.add_argument("--cpu-period", help="CFS scheduler period in microseconds")
+    parser.add_argument("--cpu-quota", help="CFS scheduler quota in microseconds per period; -1 for no limit")
+    parser.add_argument("-c", "--cpu-shares", help="relative CPU weight")
+    parser.add_argument("--cpus", help="number of CPUs, such as 1.5")
+    parser.add_argument("--cpuset-cpus", help="CPUs the container may run on, such as 0-3 or 0,1")
+    parser.add_argument("--cpuset-mems", help="memory nodes the container may use, such as 0-1")
+    parser.add_argument("-m", "--memory", help="memory limit, with a unit b, k, m or g (binary: 1k = 1024 bytes)")
+    parser.add_argument("--memory-reservation", help="memory soft limit, with a unit")
+    parser.add_argument("--memory-swap", help="memory plus swap limit, with a unit; -1 for unlimited swap")
+    parser.add_argument("--pids-limit", help="maximum number of processes; -1 for unlimited")
+    parser.add_argument("--restart", help="restart policy: no, on-failure[:max-retries], always or unless-stopped")
+    parser.add_argument("containers", nargs="+", metavar="CONTAINER")
+
+
+def build_update_body(args: argparse.Namespace) -> dict[str, Any]:
+    """Convert ``update`` flags into a ``POST /containers/{id}/update`` body; raises FlagError for an invalid value.
+
+    Only the flags on the command line appear in the body, so every other setting stays as it is.
+    """
+    from dockyard.cli import container_flags as flags
+    from dockyard.errors import InvalidArgument
+
+    conversions = (
+        ("blkio_weight", "--blkio-weight", "BlkioWeight", flags.parse_int),
+        ("cpu_period", "--cpu-period", "CpuPeriod", flags.parse_int),
+        ("cpu_quota", "--cpu-quota", "CpuQuota", flags.parse_int),
+        ("cpu_shares", "-c, --cpu-shares", "CpuShares", flags.parse_int),
+        ("cpus", "--cpus", "NanoCpus", flags.parse_nano_cpus),
+        ("cpuset_cpus", "--cpuset-cpus", "CpusetCpus", flags.parse_cpu_set),
+        ("cpuset_mems", "--cpuset-mems", "CpusetMems", flags.parse_cpu_set),
+        ("memory", "-m, --memory", "Memory", flags.parse_memory_size),
+        ("memory_reservation", "--memory-reservation", "MemoryReservation", flags.parse_memory_size),
+        ("memory_swap", "--memory-swap", "MemorySwap", flags.parse_memory_swap),
+        ("pids_limit", "--pids-limit", "PidsLimit", flags.parse_int),
+        ("restart", "--restart", "RestartPolicy", flags.parse_restart_policy),
+    )
+    body: dict[str, Any] = {}
+    flag_count = 0
+    for attribute, flag, field, parse in conversions:
+        value = getattr(args, attribute)
+        if value is None:
+            continue
+        flag_count += 1
+        try:
+            body[field] = parse(value)
+        except InvalidArgument as error:
+            raise flags.FlagError(flag, value, str(error)) from None
+    if not flag_count:
+        raise InvalidArgument("you must provide one or more flags when using this command")
+    if body.get("PidsLimit") == 0:
+        # The docker CLI (28.2) sends no limit for --pids-limit 0, which leaves the limit as it is.
+        del body["PidsLimit"]
+    return body
+
+
+def update(args: argparse.Namespace, context: "Context") -> int:
+    """Update each container, printing its name as given, as docker does; warnings go to stderr."""
+    from dockyard.cli.container_flags import FlagError
+    from dockyard.errors import DockyardError
+
+    try:
+        body = build_update_body(args)
+    except FlagError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        return FLAG_ERROR_EXIT
+    status = 0
+    warnings: list[str] = []
+    for name in args.containers:
+        try:
+            warnings += context.engine.containers.update(name, body)
+        except DockyardError as error:
+            print(f"Error: {error}", file=sys.stderr, flush=True)
+            status = ENGINE_ERROR_EXIT
+            continue
+        print(name, flush=True)
+    for warning in dict.fromkeys(warnings):
+        print(f"WARNING: {warning}", file=sys.stderr)
+    return status

@@ -1,8 +1,8 @@
 """The CLI server: a warm process that runs ``dockyard`` commands in forked children.
 
 ``dockyard.cli.client`` starts it in the background (``python -m
-dockyard.cli.server NAME``) when no server answers on the abstract unix socket
-NAME. The server claims that name first, so that a second client cannot start
+dockyard.cli.server NAME``) when no server accepts connections on the
+abstract unix socket NAME. The server claims that name first, so that a second client cannot start
 a second server, then imports the command modules and the engine and builds
 the full argument parser. From then on a command costs a fork instead of a
 Python start-up and the imports.
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import importlib
 import io
+import logging
 import os
 import signal
 import socket
@@ -43,6 +44,8 @@ import threading
 import traceback
 
 from dockyard.cli import client
+
+log = logging.getLogger("dockyard.cli.server")
 
 IDLE_TIMEOUT = float(os.environ.get("DOCKYARD_CLI_SERVER_IDLE_TIMEOUT", "30"))
 REQUEST_TIMEOUT = 5.0
@@ -56,6 +59,8 @@ WARM_MODULES = (
     "dockyard.image.manifest", "dockyard.runtime.spec", "dockyard.cli.render", "dockyard.build.builder",
     "dockyard.build.dockerfile", "dockyard.build.context", "dockyard.build.cache", "dockyard.cli.container_io",
     "dockyard.engine.runtimes", "dockyard.image.layer", "dockyard.storage.snapshots", "dockyard.network.service",
+    "dockyard.engine.pull", "dockyard.engine.push", "dockyard.registry.client", "dockyard.image.tarreader",
+    "dockyard.build.copying", "dockyard.build.layers",
     "sqlite3", "json", "hashlib",
 )
 
@@ -94,7 +99,7 @@ class Request:
 
 
 def code_fingerprint() -> tuple[int, int]:
-    """The newest modification time and the number of the package's .py files."""
+    """Return the newest modification time and the number of the package's .py files."""
     import dockyard
 
     latest = count = 0
@@ -115,7 +120,7 @@ def warm_up() -> object:
     """Import what commands use, and return the full argument parser after parsing a few command lines.
 
     argparse compiles regular expressions while it parses, and the ``re``
-    module caches them; parsing here fills that cache for every child.
+    module caches them, so parsing here fills that cache for every child.
     """
     from dockyard.cli import main as cli_main
 
@@ -130,6 +135,9 @@ def warm_up() -> object:
             parser.parse_args(argv)
         except SystemExit:
             pass
+    from dockyard.image import reference
+
+    reference.parse(f"registry.example:5000/a/b:tag@sha256:{'0' * 64}")
     return parser
 
 
@@ -154,6 +162,23 @@ def read_request(connection: socket.socket) -> Request:
         raise
 
 
+def open_log() -> None:
+    """Log the server's own events to ``cli-server.log`` in the run root, when that can be written.
+
+    The root logger is left alone: each child configures it for its command.
+    """
+    directory = os.environ.get("DOCKYARD_RUN_ROOT", "/run/dockyard")
+    try:
+        os.makedirs(directory, exist_ok=True)
+        handler: logging.Handler = logging.FileHandler(os.path.join(directory, "cli-server.log"))
+    except OSError:
+        handler = logging.NullHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
 def serve(address: str) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -163,31 +188,37 @@ def serve(address: str) -> None:
         listener.close()
         return
     listener.listen(64)
+    open_log()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     parser = warm_up()
     environment = client.server_environment(os.environ)
     fingerprint = code_fingerprint()
     listener.settimeout(IDLE_TIMEOUT)
+    log.info("server %d for %s ready", os.getpid(), address)
     with listener:
         while True:
             try:
                 connection, _ = listener.accept()
             except TimeoutError:
+                log.info("server %d exits after %.0f s without a command", os.getpid(), IDLE_TIMEOUT)
                 return
             with connection:
                 pid, uid, _ = struct.unpack("3i", connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
                 if uid != os.getuid():
+                    log.warning("rejected a connection from pid %d, uid %d: not this server's uid", pid, uid)
                     continue
                 connection.settimeout(REQUEST_TIMEOUT)
                 try:
                     request = read_request(connection)
-                except (OSError, ValueError):
+                except (OSError, ValueError) as error:
+                    log.warning("invalid request from pid %d: %s", pid, error)
                     continue
                 if client.server_environment(request.environment) != environment:
                     request.close()
                     connection.sendall(client.DECLINED)
                     continue
                 if code_fingerprint() != fingerprint:
+                    log.info("server %d exits: dockyard's source files changed", os.getpid())
                     request.close()
                     listener.close()
                     connection.sendall(client.DECLINED)
