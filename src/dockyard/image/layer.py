@@ -373,9 +373,7 @@ def decompressed(fileobj: BinaryIO, media_type: str | None, prefetch: bool = Fal
 
     stream = io.BufferedReader(_Prefixed(head, fileobj), _CHUNK)
     if sniffed == "gzip":
-        import gzip
-
-        gunzipped = cast(BinaryIO, gzip.GzipFile(fileobj=stream, mode="rb"))
+        gunzipped = cast(BinaryIO, _gzip_module().GzipFile(fileobj=stream, mode="rb"))
         return cast(BinaryIO, _Prefetcher(gunzipped)) if prefetch else gunzipped
     if sniffed == "zstd":
         unzstded = cast(BinaryIO, io.BufferedReader(_ZstdStream(stream), _CHUNK))
@@ -1085,8 +1083,26 @@ def apply(tar_stream: BinaryIO, target: Path, layer: str, lowers: Sequence[Path]
     return result
 
 
+def _gzip_module() -> Any:
+    """Return isal's igzip, which decompresses about three times as fast as zlib, or the standard gzip."""
+    try:
+        from isal import igzip
+    except ImportError:
+        import gzip
+
+        return gzip
+    return igzip
+
+
 def _is_decompression_error(error: BaseException) -> bool:
     import gzip
     import zlib
 
-    return isinstance(error, (gzip.BadGzipFile, zlib.error))
+    kinds: tuple[type[BaseException], ...] = (gzip.BadGzipFile, zlib.error)
+    try:
+        from isal import isal_zlib
+    except ImportError:
+        pass
+    else:
+        kinds += (isal_zlib.error,)
+    return isinstance(error, kinds)
