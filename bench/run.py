@@ -695,7 +695,8 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=10, help="timed runs per command in each round (default 10)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs per command in each round (default 2)")
     parser.add_argument("--cold-runs", type=int, default=10,
-                        help="dockyard runs timed with no monitor running before each (default 10; 0 leaves them out)")
+                        help="dockyard runs timed with no monitor or CLI server running before each "
+                             "(default 10; 0 leaves them out)")
 
     parser.add_argument("--containers", type=int, default=20, help="idle containers per engine (default 20)")
     parser.add_argument("--settle", type=float, default=5.0,
@@ -807,11 +808,11 @@ def measure(args: argparse.Namespace, engines: list[Engine], dockerd: peers.Dock
     notes = {}
     for engine in engines:
         if engine.key == "dockyard" and engine.failure is None and args.cold_runs > 0:
-            log.info("%s: %d runs, each with no monitor running before it", engine.label, args.cold_runs)
+            log.info("%s: %d runs, each with no monitor or CLI server running before it", engine.label, args.cold_runs)
             try:
                 timings.append(time_cold_starts(engine, args.cold_runs))
             except RuntimeError as error:
-                notes["dockyard runs with no monitor running"] = f"failed: {str(error).strip().splitlines()[-1]}"
+                notes["dockyard runs with no monitor or CLI server running"] = f"failed: {str(error).strip().splitlines()[-1]}"
     interfaces = {engine.label: default_interfaces(engine) for engine in engines
                   if engine.key != "crun" and engine.failure is None}
 
