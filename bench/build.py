@@ -242,15 +242,7 @@ def write_doc(report: str, path: Path) -> None:
         width=78, break_on_hyphens=False,
     )
     section = f"{DOC_HEADING}\n\n{intro}\n\n{report}"
-    text = path.read_text() if path.exists() else (
-        "# Benchmarks\n\nMeasured numbers only; each section names the script that produced it.\n\n")
-    if DOC_HEADING in text:
-        before, rest = text.split(DOC_HEADING, 1)
-        after = rest[rest.find("\n## ") + 1 :] if "\n## " in rest else ""
-        text = before + section + ("\n" + after if after else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    peers.write_doc_section(path, DOC_HEADING, section)
 
 
 def parse_arguments() -> argparse.Namespace:

@@ -37,6 +37,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import textwrap
 import tarfile
 import tempfile
 import time
@@ -299,8 +300,18 @@ def _remove_empty_cgroups(top: Path) -> list[Path]:
 
 
 def in_private_mount_namespace() -> bool:
-    """Return whether this process has a mount namespace other than PID 1's."""
-    return os.readlink("/proc/self/ns/mnt") != os.readlink("/proc/1/ns/mnt")
+    """Return whether this process has a mount namespace other than PID 1's.
+
+    Where PID 1's namespace links cannot be read (a sandboxed PID 1 denies
+    it even to root), the parent process is compared instead. The scripts
+    here exec into ``unshare --mount`` without forking, so their parent is
+    the shell that started them, in the host's namespace.
+    """
+    try:
+        reference = os.readlink("/proc/1/ns/mnt")
+    except PermissionError:
+        reference = os.readlink(f"/proc/{os.getppid()}/ns/mnt")
+    return os.readlink("/proc/self/ns/mnt") != reference
 
 
 @contextlib.contextmanager
@@ -484,3 +495,29 @@ def _remove_new_chains(table: str, before: set[str]) -> None:
         subprocess.run(["iptables", "-t", table, "-F", chain], capture_output=True, stdin=subprocess.DEVNULL)
     for chain in new:
         subprocess.run(["iptables", "-t", table, "-X", chain], capture_output=True, stdin=subprocess.DEVNULL)
+
+
+def write_doc_section(path: Path, heading: str, section: str) -> None:
+    """Put ``section``, which starts with ``heading``, in place of that heading's section of ``path``.
+
+    A section runs to the next ``## `` heading. Without one, the section is
+    appended, and a missing file is created with the document's title.
+    """
+    text = path.read_text() if path.exists() else (
+        "# Benchmarks\n\nMeasured numbers only; each section names the script that produced it.\n\n")
+    if heading in text:
+        before, rest = text.split(heading, 1)
+        after = rest[rest.find("\n## ") + 1 :] if "\n## " in rest else ""
+        text = before + section + ("\n" + after if after else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+
+
+def doc_intro(paragraphs: list[str], bullets: list[str]) -> str:
+    """Wrap a section's opening paragraphs and bullet list to 78 columns."""
+    text = "\n\n".join(textwrap.fill(paragraph, width=78, break_on_hyphens=False) for paragraph in paragraphs)
+    return text + "\n\n" + "\n".join(
+        textwrap.fill(bullet, width=78, initial_indent="- ", subsequent_indent="  ", break_on_hyphens=False)
+        for bullet in bullets
+    )

@@ -44,6 +44,7 @@ from typing import Callable
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench import peers  # noqa: E402
 from tests.support import images  # noqa: E402
 from tests.support.registry import Registry, start_registry  # noqa: E402
 
@@ -349,14 +350,7 @@ def write_doc(table: str, path: Path) -> None:
         width=78,
     )
     section = f"{heading}\n\n{intro}\n\n{table}"
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nMeasured numbers only; each section names the script that produced it.\n\n"
-    if heading in text:
-        before, rest = text.split(heading, 1)
-        after = rest[rest.find("\n## ") + 1 :] if "\n## " in rest else ""
-        text = before + section + ("\n" + after if after else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    peers.write_doc_section(path, heading, section)
 
 
 # ---------------------------------------------------------------------------

@@ -41,7 +41,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -668,20 +667,9 @@ def write_doc(report: str, path: Path) -> None:
         "Other work on the machine during the run adds noise. The load average and the middle half of "
         "the runs show how much.",
     ]
-    intro = "\n\n".join(textwrap.fill(paragraph, width=78, break_on_hyphens=False) for paragraph in paragraphs)
-    intro += "\n\n" + "\n".join(textwrap.fill(bullet, width=78, initial_indent="- ", subsequent_indent="  ",
-                                               break_on_hyphens=False)
-                                 for bullet in bullets)
+    intro = peers.doc_intro(paragraphs, bullets)
     section = f"{DOC_HEADING}\n\n{intro}\n\n{report}"
-    text = path.read_text() if path.exists() else (
-        "# Benchmarks\n\nMeasured numbers only; each section names the script that produced it.\n\n")
-    if DOC_HEADING in text:
-        before, rest = text.split(DOC_HEADING, 1)
-        after = rest[rest.find("\n## ") + 1 :] if "\n## " in rest else ""
-        text = before + section + ("\n" + after if after else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    peers.write_doc_section(path, DOC_HEADING, section)
 
 
 # ---------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 #
 # Safe to rerun: apt-get runs only when a package is missing, and pip only when
 # pyproject.toml changed since the last install. Options:
-#   --bench   also install the peers that bench/pull.py compares against (docker.io)
+#   --bench   also install the peers and load tools the benchmarks use (docker.io, wrk)
 # Environment: PYTHON names the interpreter for a new .venv (default python3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +27,7 @@ apt_packages=(
 )
 for argument in "$@"; do
     case "$argument" in
-        --bench) apt_packages+=(docker.io) ;;
+        --bench) apt_packages+=(docker.io wrk) ;;
         *) echo "setup.sh: unknown option $argument (known: --bench)" >&2; exit 2 ;;
     esac
 done

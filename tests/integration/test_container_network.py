@@ -45,16 +45,16 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return probe.getsockname()[1]
 
 
-def http_get(port: int, timeout: float = 15.0) -> tuple[int, str]:
-    """GET http://127.0.0.1:PORT/, retried until a server responds; return the status and body."""
+def http_get(port: int, timeout: float = 15.0, host: str = "127.0.0.1") -> tuple[int, str]:
+    """GET http://HOST:PORT/, retried until a server responds; return the status and body."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+            with urllib.request.urlopen(f"http://{host}:{port}/", timeout=2) as response:
                 return response.status, response.read().decode()
         except (urllib.error.URLError, ConnectionError, socket.timeout) as error:
             if time.monotonic() > deadline:
-                raise AssertionError(f"no HTTP response from 127.0.0.1:{port}: {error}") from None
+                raise AssertionError(f"no HTTP response from {host}:{port}: {error}") from None
             time.sleep(0.1)
 
 
@@ -118,6 +118,22 @@ def test_published_port_answers_http(busybox_dockyard: Dockyard, test_images: Im
     assert settings["Ports"] == {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
     assert settings["Networks"]["bridge"]["IPAddress"] == settings["IPAddress"]
     assert settings["IPAddress"]
+    # 127.0.0.1 reaches the container through a DNAT rule, without a proxy process.
+    assert helper_processes(container_id) == []
+    assert port_rules(busybox_dockyard, container_id) != []
+
+
+def test_ipv6_loopback_published_port(busybox_dockyard: Dockyard, test_images: ImageSet):
+    port = free_port()
+    container_id = run_detached(busybox_dockyard, test_images.busybox, "-p", f"[::1]:{port}:8080", HTTPD)
+
+    status, body = http_get(port, host="[::1]")
+    assert status == 200
+    assert body == f"hello from {container_id[:12]}\n"
+    assert busybox_dockyard.run("port", container_id).stdout.strip() == f"8080/tcp -> [::1]:{port}"
+    assert len(helper_processes(container_id)) == 1
+    with pytest.raises(AssertionError):
+        http_get(port, timeout=0.5)
 
 
 def test_random_host_port_and_port_command(busybox_dockyard: Dockyard, test_images: ImageSet):
@@ -298,7 +314,9 @@ def test_ip_and_mac_address_on_user_network(busybox_dockyard: Dockyard, test_ima
 def test_rm_leaves_no_veth_rule_or_proxy(busybox_dockyard: Dockyard, test_images: ImageSet):
     bridge = bridge_of(busybox_dockyard)
     port = free_port()
-    container_id = run_detached(busybox_dockyard, test_images.busybox, "-p", f"127.0.0.1:{port}:8080", HTTPD)
+    ipv6_port = free_port()
+    container_id = run_detached(busybox_dockyard, test_images.busybox, "-p", f"127.0.0.1:{port}:8080",
+                                "-p", f"[::1]:{ipv6_port}:8080", HTTPD)
     assert http_get(port)[0] == 200
     assert len(bridge_ports(bridge)) == 1
     assert helper_processes(container_id) != []
@@ -311,6 +329,9 @@ def test_rm_leaves_no_veth_rule_or_proxy(busybox_dockyard: Dockyard, test_images
     assert port_rules(busybox_dockyard, container_id) == []
     with pytest.raises(AssertionError):
         http_get(port, timeout=0.5)
+    # The monitor closed the socket that reserved the port.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", port))
 
 
 def test_stop_and_start_publish_again(busybox_dockyard: Dockyard, test_images: ImageSet):

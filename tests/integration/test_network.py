@@ -193,6 +193,8 @@ def test_ipv6_loopback_publish(network_env, namespace, servers) -> None:
     assert fetch("::1", host_port) == "port 8080 from web\n"
     with pytest.raises(ConnectionRefusedError):
         fetch("127.0.0.1", host_port)
+    # The kernel cannot route ::1 to the container's IPv4 address, so the userland proxy does.
+    assert network_env.service.state.sandbox(CONTAINER_A)["proxy_pid"] > 0
 
 
 def test_udp_publish(network_env, namespace, servers) -> None:
@@ -209,6 +211,33 @@ def test_udp_publish(network_env, namespace, servers) -> None:
         assert client.recv(100) == b"echo hello"
         client.sendto(b"again", ("127.0.0.1", host_port))
         assert client.recv(100) == b"echo again"
+
+
+def test_udp_flows_forgotten_on_stop(network_env, namespace, servers) -> None:
+    from pyroute2 import Conntrack
+    from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
+
+    ns = namespace()
+    servers(ns, UDP_SERVER, "5353")
+    service = network_env.service
+    host_port = free_port(socket.SOCK_DGRAM)
+    body = container_body({"5353/udp": [{"HostIp": "", "HostPort": str(host_port)}]})
+    container_ip = service.allocate(CONTAINER_A, "dns", body)["bridge"]["IPAddress"]
+    service.start(CONTAINER_A, ns.pid, body)
+    reply = NFCTAttrTuple(proto=socket.IPPROTO_UDP, saddr=container_ip, sport=5353)
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.settimeout(5)
+        client.sendto(b"hello", ("127.0.0.1", host_port))
+        assert client.recv(100) == b"echo hello"
+    conntrack = Conntrack()
+    try:
+        assert len(list(conntrack.dump_entries(tuple_reply=reply))) == 1
+        service.stop(CONTAINER_A)
+        # A client that kept sending would otherwise stay DNATed to the old address.
+        assert list(conntrack.dump_entries(tuple_reply=reply)) == []
+    finally:
+        conntrack.close()
 
 
 def test_port_range_publish(network_env, namespace, servers) -> None:
@@ -263,13 +292,16 @@ def test_stop_removes_veth_proxy_and_rules(network_env, namespace, servers) -> N
     ns = namespace()
     service = network_env.service
     host_port = free_port()
-    body = container_body({"8080/tcp": [{"HostIp": "", "HostPort": str(host_port)}]})
+    ipv6_port = free_port()
+    body = container_body({"8080/tcp": [{"HostIp": "", "HostPort": str(host_port)},
+                                        {"HostIp": "::1", "HostPort": str(ipv6_port)}]})
     service.allocate(CONTAINER_A, "web", body)
     service.start(CONTAINER_A, ns.pid, body)
     proxy = service.state.sandbox(CONTAINER_A)["proxy_pid"]
     veth = service.state.endpoints(container_id=CONTAINER_A)[0]["host_veth"]
     service.stop(CONTAINER_A)
 
+    assert proxy > 0
     assert veth
     assert not os.path.exists(f"/sys/class/net/{veth}")
     assert not any(rule.get("comment") == f"port:{CONTAINER_A}" for rule in service.table.rules())
@@ -277,6 +309,98 @@ def test_stop_removes_veth_proxy_and_rules(network_env, namespace, servers) -> N
         fetch("127.0.0.1", host_port)
     with pytest.raises(OSError):
         open(f"/proc/{proxy}/cmdline").close()
+    # The held host sockets are closed: the ports can be bound again.
+    with socket.socket() as probe:
+        probe.bind(("0.0.0.0", host_port))
+    with socket.socket(socket.AF_INET6) as probe:
+        probe.bind(("::1", ipv6_port))
+
+
+def test_loopback_publish_through_kernel(network_env, namespace, servers) -> None:
+    ns = namespace()
+    servers(ns, TCP_SERVER, "web", "8080")
+    service = network_env.service
+    host_port = free_port()
+    body = container_body({"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(host_port)}]})
+    service.allocate(CONTAINER_A, "web", body)
+    service.start(CONTAINER_A, ns.pid, body)
+
+    assert service.state.sandbox(CONTAINER_A)["proxy_pid"] == 0
+    route_localnet = f"/proc/sys/net/ipv4/conf/{network_env.bridge}/route_localnet"
+    assert open(route_localnet).read().strip() == "1"
+    for _ in range(3):
+        assert fetch("127.0.0.1", host_port) == "port 8080 from web\n"
+    # The monitor's bound socket keeps the port reserved against other programs.
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with pytest.raises(OSError) as caught:
+            other.bind(("127.0.0.1", host_port))
+    assert caught.value.errno == errno.EADDRINUSE
+
+
+def test_adopting_service_holds_ports_again(network_env, namespace) -> None:
+    from dockyard.network.service import NetworkService
+
+    ns = namespace()
+    service = network_env.service
+    host_port = free_port()
+    body = container_body({"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(host_port)}]})
+    service.allocate(CONTAINER_A, "web", body)
+    service.start(CONTAINER_A, ns.pid, body)
+    # What the death of the monitor that started the container does to its sockets.
+    service._release_held(CONTAINER_A)
+    adopting = NetworkService(service.config, service.state, service.settings)
+    adopting.hold_ports(CONTAINER_A)
+    try:
+        with socket.socket() as other:
+            other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            with pytest.raises(OSError) as caught:
+                other.bind(("127.0.0.1", host_port))
+        assert caught.value.errno == errno.EADDRINUSE
+    finally:
+        adopting.stop(CONTAINER_A)
+
+
+def test_loopback_publish_from_second_loopback_address(network_env, namespace, servers) -> None:
+    ns = namespace()
+    servers(ns, TCP_SERVER, "web", "8080")
+    host_port = free_port()
+    body = container_body({"8080/tcp": [{"HostIp": "", "HostPort": str(host_port)}]})
+    network_env.service.allocate(CONTAINER_A, "web", body)
+    network_env.service.start(CONTAINER_A, ns.pid, body)
+
+    # All of 127.0.0.0/8 is local, and a source other than 127.0.0.1 is masqueraded too.
+    with socket.socket() as client:
+        client.settimeout(5)
+        client.bind(("127.0.0.7", 0))
+        client.connect(("127.0.0.1", host_port))
+        assert client.recv(100) == b"port 8080 from web\n"
+
+
+def test_container_cannot_reach_host_loopback(network_env, namespace) -> None:
+    """route_localnet on the bridge must not open the host's 127.0.0.1 services to containers.
+
+    The kernel already drops the host's TCP replies from 127.0.0.1 to a
+    container, so the test sends UDP, which needs no reply to do harm.
+    """
+    ns = namespace()
+    service = network_env.service
+    settings = service.allocate(CONTAINER_A, "web", container_body())["bridge"]
+    service.start(CONTAINER_A, ns.pid, container_body())
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as host_only:
+        host_only.bind(("127.0.0.1", 0))
+        host_only.settimeout(1)
+        port = host_only.getsockname()[1]
+        # Inside the namespace, send 127.0.0.1 to the gateway instead of the namespace's own lo.
+        ns.run("sysctl", "-q", "-w", "net.ipv4.conf.eth0.route_localnet=1", "net.ipv4.conf.all.route_localnet=1")
+        ns.run("ip", "route", "del", "local", "127.0.0.1", "dev", "lo", "table", "local")
+        ns.run("ip", "route", "del", "local", "127.0.0.0/8", "dev", "lo", "table", "local")
+        ns.run("ip", "route", "add", "127.0.0.1/32", "via", settings["Gateway"], "dev", "eth0", "src",
+               settings["IPAddress"])
+        with ns.socket() as sender:
+            sender.sendto(b"from the container", ("127.0.0.1", port))
+        with pytest.raises(socket.timeout):
+            host_only.recv(100)
 
 
 # -- user-defined networks ---------------------------------------------------------------

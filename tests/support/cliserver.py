@@ -58,13 +58,29 @@ def server_for(address: str) -> int | None:
 
 
 def stop(pids: list[int], timeout: float = 10.0) -> None:
+    """Send SIGTERM to the servers ``pids`` and wait until they are gone.
+
+    A server is a grandchild of the command that started it. When the test
+    process is a child subreaper (the runtime's tests make it one), orphaned
+    servers become its children, so it reaps them here.
+    """
     for pid in pids:
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}") for pid in pids):
+    left = list(pids)
+    while left and time.monotonic() < deadline:
+        for pid in list(left):
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    left.remove(pid)
+                    continue
+            except ChildProcessError:
+                if not os.path.exists(f"/proc/{pid}"):
+                    left.remove(pid)
+                    continue
         time.sleep(0.05)
 
 

@@ -12,7 +12,7 @@ import time
 from typing import Any, Iterator
 
 from dockyard.api import stdcopy
-from dockyard.api.server import Api, Hijack, Request, Response, Stream, empty_response, json_response
+from dockyard.api.server import Api, Hijack, Request, Response, Stream, empty_response, json_response, runs_inline
 from dockyard.errors import Conflict, InvalidArgument
 
 log = logging.getLogger(__name__)
@@ -51,11 +51,29 @@ def create(api: Api, request: Request) -> Response:
     return json_response({"Id": container_id, "Warnings": []}, status=201)
 
 
+# The last listing sent and its JSON body. A client that polls the list gets
+# the same body while nothing changes, and comparing the summaries costs less
+# than encoding them.
+_last_listing: tuple[list[dict], bytes] = ([], b"[]\n")
+
+
+# A listing without sizes reads the state database and the monitors' pidfds
+# only, so it runs on the event loop's thread. With ``size`` it walks every
+# container's writable layer, which can take seconds.
+# NOTE: a listing that finds a dead monitor also adopts or cleans up its containers inline, which is slower.
+@runs_inline(when=lambda request: not request.flag("size"))
 def list_containers(api: Api, request: Request) -> Response:
+    global _last_listing
+
     limit = request.int_arg("limit")
-    return json_response(api.engine.containers.list(all=request.flag("all"), filters=request.filters(),
-                                                    limit=limit if limit and limit > 0 else None,
-                                                    size=request.flag("size")))
+    summaries = api.engine.containers.list(all=request.flag("all"), filters=request.filters(),
+                                           limit=limit if limit and limit > 0 else None, size=request.flag("size"))
+    previous, body = _last_listing
+    if summaries != previous:
+        response = json_response(summaries)
+        _last_listing = (summaries, response.body)
+        return response
+    return Response(200, body, "application/json")
 
 
 def inspect(api: Api, request: Request) -> Response:
@@ -114,13 +132,8 @@ def rename(api: Api, request: Request) -> Response:
 
 
 def update(api: Api, request: Request) -> Response:
-    body = request.json()
-    changed = sorted(key for key, value in body.items() if value not in (None, 0, "", [], {}))
-    if changed:
-        # TODO: the engine cannot change a container's resources or restart policy after create yet.
-        raise InvalidArgument(f"updating {', '.join(changed)} of a container is not supported by dockyard yet")
-    api.engine.containers.inspect(_name(request))
-    return json_response({"Warnings": []})
+    warnings = api.engine.containers.update(_name(request), request.json())
+    return json_response({"Warnings": warnings})
 
 
 def remove(api: Api, request: Request) -> Response:
@@ -349,6 +362,40 @@ def attach(api: Api, request: Request) -> Hijack:
                   _stream_type(tty))
 
 
+def attach_websocket(api: Api, request: Request) -> "Response | Hijack":
+    """Attach over a WebSocket: raw output bytes out as binary messages, client messages in to stdin.
+
+    From API 1.42 on, the stdin, stdout and stderr parameters pick the
+    streams. Before that version dockerd attached all three, and so does this.
+    """
+    from dockyard.api import websocket
+
+    try:
+        key = websocket.check_upgrade(request.method, request.headers)
+    except websocket.VersionMismatch as error:
+        response = json_response({"message": str(error)}, status=426)
+        response.headers.append(("Sec-WebSocket-Version", websocket.WEBSOCKET_VERSION))
+        return response
+    containers = api.engine.containers
+    name = _name(request)
+    if request.version >= (1, 42):
+        stdin, stdout, stderr = request.flag("stdin"), request.flag("stdout"), request.flag("stderr")
+    else:
+        stdin = stdout = stderr = True
+    replay = request.flag("logs")
+    head = websocket.accept_head(key)
+    if not request.flag("stream"):
+        if not replay:
+            raise InvalidArgument("Bad parameters: you must choose at least one stream")
+        chunks = [entry.data for entry in containers.logs(name, stdout=stdout, stderr=stderr)]
+        return Hijack(lambda sock, received: websocket.send_output(websocket.Session(sock, received), chunks),
+                      head=head, status=101)
+    detach_keys = parse_detach_keys(request.arg("detachKeys"))
+    attachment = containers.attach(name, stdin=stdin, stdout=stdout, stderr=stderr, logs=replay)
+    return Hijack(lambda sock, received: websocket.pump(attachment, sock, received, stdin, detach_keys),
+                  head=head, status=101)
+
+
 def resize(api: Api, request: Request) -> Response:
     height = request.int_arg("h")
     width = request.int_arg("w")
@@ -499,6 +546,7 @@ ROUTES = [
     ("POST", "/containers/{id}/wait", wait),
     ("GET", "/containers/{id}/logs", logs),
     ("POST", "/containers/{id}/attach", attach),
+    ("GET", "/containers/{id}/attach/ws", attach_websocket),
     ("POST", "/containers/{id}/resize", resize),
     ("GET", "/containers/{id}/top", top),
     ("GET", "/containers/{id}/stats", stats),

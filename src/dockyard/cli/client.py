@@ -20,7 +20,7 @@ and a server is started in the background for the next command. The child takes 
 process's whole environment, but what the server imported at its start may
 depend on some variables (``SERVER_VARIABLES``: dockyard's settings, Python's
 and the locale). So one server serves the clients that agree on those: the
-socket's name is derived from the uid, the Python executable and their
+socket's name is derived from the uid, the Python installation and their
 values, and the server compares them too. It declines a request when they
 differ or when dockyard's source files changed since it started; the command
 then runs here.
@@ -105,10 +105,11 @@ def server_environment(environment: dict[str, str] | os._Environ[str]) -> dict[s
 
 
 def server_address(environment: dict[str, str] | os._Environ[str] | None = None) -> str:
-    """Return the abstract socket name of the server for this uid, Python and environment."""
+    """Return the abstract socket name of the server for this uid, Python installation and environment."""
     shared = server_environment(os.environ if environment is None else environment)
     text = "\0".join(f"{name}={value}" for name, value in sorted(shared.items()))
-    checksum = zlib.crc32(f"{sys.executable}\0{text}".encode("utf-8", "surrogateescape"))
+    # The prefix names the venv whether the client runs as bin/python or bin/python3.
+    checksum = zlib.crc32(f"{sys.prefix}\0{sys.version}\0{text}".encode("utf-8", "surrogateescape"))
     return f"\0dockyard-cli/{os.getuid()}/{checksum:08x}"
 
 

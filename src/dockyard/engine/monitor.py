@@ -10,8 +10,8 @@ One ``selectors`` loop serves:
 
 - the control socket ``<monitor dir>/control.sock``: one JSON request line
   per connection (``start``, ``stop``, ``kill``, ``wait``, ``attach``,
-  ``resize``, ``adopt``, ``forget``, ``ping``, ``shutdown``) and one JSON
-  reply line. ``attach`` turns the connection into a stream: the container's
+  ``resize``, ``adopt``, ``forget``, ``update``, ``ping``, ``shutdown``) and
+  one JSON reply line. ``attach`` turns the connection into a stream: the container's
   output goes to the client (stdcopy-framed without a TTY, raw with one) and
   what the client sends goes to the container's stdin;
 - each container's stdout and stderr FIFOs (``stdout.fifo`` and
@@ -625,6 +625,14 @@ class Monitor:
         self.adopt(request["id"], int(request["pid"]), int(request["start_time"]))
         self.reply(client, {"ok": True})
 
+    def op_update(self, client: Client, request: dict[str, Any], rest: bytes) -> None:
+        """Replace a container's restart policy, which decides about its next exit (the engine rewrote monitor.json too)."""
+        container = self.containers.get(request["id"])
+        if container is not None:
+            container.spec["restart"] = request["restart"]
+            log.info("container %s: restart policy is now %s", container.id, request["restart"])
+        self.reply(client, {"ok": True})
+
     def op_forget(self, client: Client, request: dict[str, Any], rest: bytes) -> None:
         """Drop a container the engine is removing: cancel a pending restart and release its waiters."""
         container = self.containers.get(request["id"])
@@ -840,6 +848,9 @@ class Monitor:
         container.pidfd = pidfd
         container.started = time.monotonic()
         self.watch(pidfd, lambda: self.adopted_exited(container))
+        if container.spec.get("network"):
+            # The host sockets that reserved its published ports died with the old monitor.
+            self.network(container.spec).hold_ports(container_id)
         error = self.reconnect_output(container)
         self.state.update_container(container_id, monitor_pid=os.getpid(), **({"error": error} if error else {}))
         log.warning("adopted container %s (pid %d) after its monitor died", container_id, pid)

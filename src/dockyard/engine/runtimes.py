@@ -7,16 +7,17 @@ later command, and a monitor that adopts the container, use the same runtime.
 ``get(name, run_root)`` returns an object with the operations the engine and
 the monitor use: ``create`` (with stdio descriptors, or a console socket for
 a TTY), ``start``, ``state``, ``exists``, ``kill``, ``delete``, ``pause``,
-``resume`` and ``exec``. The built-in runtime is called as a library
-(``dockyard.runtime``). runc and crun are run as commands with their own state
-root, ``<run root>/<name>``:
+``resume``, ``update`` (new cgroup limits) and ``exec``. The built-in
+runtime is called as a library (``dockyard.runtime``). runc and crun are run
+as commands with their own state root, ``<run root>/<name>``:
 
     runc --root R --log L --log-format json create --bundle B --pid-file F [--console-socket S] ID
 
-and likewise ``start``, ``state``, ``kill``, ``delete``, ``pause``, ``resume``
-and ``exec -d --process process.json``. Both pass the caller's stdio through
-to the container's process and send a TTY's master side over the console
-socket, as the built-in runtime does, so the monitor treats them alike.
+and likewise ``start``, ``state``, ``kill``, ``delete``, ``pause``,
+``resume``, ``update --resources FILE`` and ``exec -d --process
+process.json``. Both pass the caller's stdio through to the container's
+process and send a TTY's master side over the console socket, as the
+built-in runtime does, so the monitor treats them alike.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class Runtime(Protocol):
     def delete(self, container_id: str, force: bool = False) -> None: ...
     def pause(self, container_id: str) -> None: ...
     def resume(self, container_id: str) -> None: ...
+    def update(self, container_id: str, resources: dict[str, Any]) -> None: ...
     def exec(self, container_id: str, process: dict[str, Any], *, user: str | None = None,
              stdin: int | None = None, stdout: int | None = None, stderr: int | None = None,
              console: socket.socket | None = None, on_pid: Callable[[int], None] | None = None) -> Any: ...
@@ -189,6 +191,16 @@ class Builtin:
         from dockyard.runtime import container
 
         container.resume(container_id, self.state_root)
+
+    def update(self, container_id: str, resources: dict[str, Any]) -> None:
+        """Write new ``linux.resources`` sections to the cgroup of a created, running or paused container."""
+        from dockyard.runtime import state
+        from dockyard.runtime.cgroups import Cgroup
+
+        loaded = state.load(self.state_root, container_id)
+        if not loaded.cgroup:
+            raise RuntimeFailure(f"container {container_id} has no cgroup recorded in {loaded.directory}")
+        Cgroup.from_state(loaded.cgroup).update(resources)
 
     def exec(self, container_id: str, process: dict[str, Any], *, user: str | None = None,
              stdin: int | None = None, stdout: int | None = None, stderr: int | None = None,
@@ -326,6 +338,15 @@ class External:
 
     def resume(self, container_id: str) -> None:
         self._run("resume", container_id, ["resume", container_id])
+
+    def update(self, container_id: str, resources: dict[str, Any]) -> None:
+        """Run ``update --resources FILE``, whose file is an OCI ``linux.resources`` object."""
+        import tempfile
+
+        with tempfile.NamedTemporaryFile("w", prefix=".update-", suffix=".json", dir=self._made_root()) as file:
+            json.dump(resources, file)
+            file.flush()
+            self._run("update", container_id, ["update", "--resources", file.name, container_id])
 
     def exec(self, container_id: str, process: dict[str, Any], *, user: str | None = None,
              stdin: int | None = None, stdout: int | None = None, stderr: int | None = None,

@@ -1,12 +1,19 @@
 """NAT, forwarding rules and published ports in an nftables table of dockyard's own.
 
 dockyard never touches another table. Its table (``ip dockyard`` unless the
-configuration names another) holds four base chains and one regular chain:
+configuration names another) holds five base chains and one regular chain:
 
 - ``prerouting`` and ``output`` (nat): traffic to a local address jumps to
-  ``publish``, which holds one DNAT rule per published port. ``output`` skips
-  127.0.0.0/8, because loopback traffic is handled by the userland proxy.
-- ``postrouting`` (nat): one masquerade rule per non-internal network.
+  ``publish``, which holds one DNAT rule per published port. ``output`` also
+  matches loopback traffic, so 127.0.0.1 reaches a container through the kernel.
+- ``postrouting`` (nat): per non-internal network, a masquerade rule for its
+  subnet and one for sources in 127.0.0.0/8 leaving through its bridge. The
+  second makes DNATed loopback connections answerable: the container replies
+  to the bridge's address instead of its own loopback.
+- ``loopback_guard`` (filter, prerouting hook, before conntrack): drops
+  packets to 127.0.0.0/8 that arrive on a bridge of this table. The network
+  service sets ``route_localnet`` on its bridges, which would otherwise let a
+  container reach services that listen on the host's loopback only.
 - ``forward`` (filter): one rule per network that drops traffic from its
   bridge to any other bridge of the set ``bridges`` (Docker's isolation
   between networks), two more drop rules per internal network, and the guard
@@ -34,6 +41,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TABLE = "dockyard"
 FAMILY = "ip"
+LOOPBACK = "127.0.0.0/8"
 
 # nft_ctx_output_set_flags bits from <nftables/libnftables.h>.
 NFT_CTX_OUTPUT_HANDLE = 1 << 3
@@ -126,17 +134,25 @@ class Table:
             f"add chain {table} output {{ type nat hook output priority -100; policy accept; }}",
             f"add chain {table} postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}",
             f"add chain {table} forward {{ type filter hook forward priority filter; policy accept; }}",
+            # Priority raw runs before conntrack undoes a masquerade, so replies to
+            # masqueraded loopback connections still carry the bridge's address here.
+            f"add chain {table} loopback_guard {{ type filter hook prerouting priority raw; policy accept; }}",
         ]) + "\n"
 
     def ensure(self) -> None:
         """Create the table and its chains unless they exist, with the jumps to ``publish``."""
         self.nft.run(self._setup_commands())
-        if not self._find_rules(lambda rule: rule["chain"] in ("prerouting", "output") and rule.get("comment") == "publish"):
-            self.nft.run(
-                f"add rule {self._prefix('prerouting')} fib daddr type local jump publish comment \"publish\"\n"
-                f"add rule {self._prefix('output')} ip daddr != 127.0.0.0/8 fib daddr type local jump publish"
-                " comment \"publish\"\n"
-            )
+        jumps = self._find_rules(lambda rule: rule["chain"] in ("prerouting", "output") and rule.get("comment") == "publish")
+        # Tables written by earlier versions skip 127.0.0.0/8 in output, where a userland
+        # proxy carried loopback traffic; that jump is replaced by one without the exception.
+        outdated = [rule for rule in jumps if rule["chain"] == "output" and LOOPBACK.split("/")[0] in json.dumps(rule["expr"])]
+        commands = "".join(f"delete rule {self._prefix(rule['chain'])} handle {rule['handle']}\n" for rule in outdated)
+        chains = {rule["chain"] for rule in jumps if rule not in outdated}
+        for chain in ("prerouting", "output"):
+            if chain not in chains:
+                commands += f"add rule {self._prefix(chain)} fib daddr type local jump publish comment \"publish\"\n"
+        if commands:
+            self.nft.run(commands)
 
     def exists(self) -> bool:
         listing = json.loads(self.nft.run("list tables") or '{"nftables": []}')
@@ -155,6 +171,14 @@ class Table:
         if not self.exists():
             return []
         listing = json.loads(self.nft.run(f"list table {FAMILY} {self.name}"))
+        return [item["rule"] for item in listing["nftables"] if "rule" in item]
+
+    def chain_rules(self, chain: str) -> list[dict[str, Any]]:
+        """Return the rules of one chain; cheaper than ``rules`` once many ports are published."""
+        try:
+            listing = json.loads(self.nft.run(f"list chain {self._prefix(chain)}"))
+        except NetworkError:
+            return []   # no such table or chain yet
         return [item["rule"] for item in listing["nftables"] if "rule" in item]
 
     def _find_rules(self, predicate: Any) -> list[dict[str, Any]]:
@@ -179,6 +203,7 @@ class Table:
         commands = (
             f"add element {FAMILY} {self.name} bridges {{ {name} }}\n"
             f"add rule {self._prefix('forward')} iifname {name} oifname @bridges oifname != {name} drop comment {owner}\n"
+            f"add rule {self._prefix('loopback_guard')} iifname {name} ip daddr {LOOPBACK} drop comment {owner}\n"
         )
         if internal:
             commands += (
@@ -186,7 +211,10 @@ class Table:
                 f"add rule {self._prefix('forward')} oifname {name} iifname != {name} drop comment {owner}\n"
             )
         else:
-            commands += f"add rule {self._prefix('postrouting')} ip saddr {subnet} oifname != {name} masquerade comment {owner}\n"
+            commands += (
+                f"add rule {self._prefix('postrouting')} ip saddr {subnet} oifname != {name} masquerade comment {owner}\n"
+                f"add rule {self._prefix('postrouting')} ip saddr {LOOPBACK} oifname {name} masquerade comment {owner}\n"
+            )
         self.nft.run(commands)
 
     def remove_network(self, bridge: str) -> None:
@@ -203,9 +231,9 @@ class Table:
         """Add one DNAT rule per mapping: ``HostIp``, ``HostPort``, ``Protocol``, ``ContainerIp``, ``ContainerPort``.
 
         Mappings on an IPv6 host address have no rule: the userland proxy
-        carries them to the container's IPv4 address.
+        carries them to the container's IPv4 address. A mapping on 127.0.0.1
+        matches that address only, so the port is not reachable on others.
         """
-        self.ensure()
         owner = _quote(f"port:{container_id}")
         lines = []
         for mapping in mappings:
@@ -218,7 +246,14 @@ class Table:
                 f"add rule {self._prefix('publish')} {match}{protocol} dport {int(mapping['HostPort'])}"
                 f" dnat to {mapping['ContainerIp']}:{int(mapping['ContainerPort'])} comment {owner}\n"
             )
-        if lines:
+        if not lines:
+            return
+        try:
+            # The table exists whenever a network of this service is set up, so the full
+            # ensure() with its listings runs only when that assumption fails.
+            self.nft.run("".join(lines))
+        except NetworkError:
+            self.ensure()
             self.nft.run("".join(lines))
 
     def remove_ports(self, container_id: str) -> int:

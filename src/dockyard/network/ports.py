@@ -5,10 +5,12 @@ into Docker's ``PortBindings`` shape, ``{"8080/tcp": [{"HostIp": "", "HostPort":
 where ``HostPort`` may be empty (any free port) or a range to pick one from.
 This module turns that into concrete mappings and binds their host sockets.
 
-Binding is the reservation: the sockets stay open in the process that binds
-them and are handed to the userland proxy, so a port in use fails here, before
-anything else is set up, and a port the kernel chose (``HostPort`` empty) is
-known exactly.
+Binding is the reservation: the sockets stay open while the container runs,
+so a port in use fails here, before anything else is set up, a port the
+kernel chose (``HostPort`` empty) is known exactly, and no other program can
+take the port later. The network service keeps the sockets of IPv4 mappings,
+whose traffic the kernel DNATs, and hands those of IPv6 mappings to the
+userland proxy.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
+import struct
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -140,8 +143,10 @@ def _bind(request: PortRequest, port: int) -> socket.socket:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((address, port))
         if kind == socket.SOCK_STREAM:
-            # Listening now keeps another process from binding the port with SO_REUSEADDR
-            # before the proxy takes the socket over; connections wait in the backlog.
+            # Only a listening socket keeps another process from binding the port with
+            # SO_REUSEADDR. Connections wait in the backlog until the proxy takes the
+            # socket over. On a DNATed port, reject_pending resets the few that arrive
+            # before the rule exists.
             sock.listen(128)
     except BaseException:
         sock.close()
@@ -190,6 +195,32 @@ def reserve_all(port_requests: Iterable[PortRequest]) -> list[PublishedPort]:
         release(reserved)
         raise
     return reserved
+
+
+def needs_proxy(host_ip: str) -> bool:
+    """Tell whether a mapping on ``host_ip`` needs the userland proxy: IPv6 host addresses do."""
+    return ":" in host_ip
+
+
+def reject_pending(mappings: Iterable[PublishedPort]) -> None:
+    """Reset the connections waiting in the backlog of DNAT-published TCP sockets.
+
+    Only connections that arrived between ``reserve`` and the DNAT rule are
+    there, and nothing would ever accept them, so each gets a reset (linger
+    0 on close) and its client can retry through the rule.
+    """
+    for mapping in mappings:
+        sock = mapping.sock
+        if sock is None or sock.type != socket.SOCK_STREAM:
+            continue
+        sock.setblocking(False)
+        while True:
+            try:
+                connection, _ = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                break
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            connection.close()
 
 
 def release(mappings: Iterable[PublishedPort]) -> None:

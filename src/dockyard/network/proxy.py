@@ -5,10 +5,11 @@ inherited as open file descriptors (``ports.reserve`` bound them, and TCP ones
 already listen). SPEC_JSON is a list of ``{"fd", "Protocol", "ContainerIp",
 "ContainerPort"}`` objects. One process serves all ports of one container.
 
-The proxy is what makes ports published on 127.0.0.1 and ``[::1]`` work:
-nftables DNAT handles traffic to the host's other addresses, but loopback
-traffic never passes the ``prerouting`` hook and cannot be routed to a bridge
-without ``route_localnet``.
+The network service starts it only for ports published on an IPv6 host
+address, such as ``[::1]``. Containers have IPv4 addresses only, and IPv6 has
+no equivalent of ``route_localnet`` to route ``::1`` out of the host, so the
+kernel cannot DNAT those. Ports on IPv4 host addresses, 127.0.0.1 included,
+are DNATed by nftables instead.
 
 It runs until SIGTERM. A UDP client gets its own socket towards the
 container, closed after ``UDP_IDLE_SECONDS`` without traffic.

@@ -8,7 +8,8 @@ lifecycle calls the container service makes:
   until ``release``, so the container keeps its address across restarts.
 - ``start`` once the runtime created the container and before its process
   runs: a veth pair per endpoint into the init's network namespace, the
-  published ports (DNAT rules and the userland proxy) and, on user-defined
+  published ports (DNAT rules, and the userland proxy for IPv6 host
+  addresses) and, on user-defined
   networks, the embedded DNS server.
 - ``stop`` when the container exited: undoes everything ``start`` did.
 - ``release`` at container removal: ``stop`` and deletes the endpoints.
@@ -82,6 +83,12 @@ def _locked(method: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+@functools.lru_cache(maxsize=256)
+def _prefix_length(subnet: str) -> int:
+    """Return the prefix length of ``subnet`` (CIDR), cached because a container listing needs it for every endpoint."""
+    return ipaddress.IPv4Network(subnet).prefixlen
+
+
 class NetworkService:
     def __init__(self, config: "Config", state: "State", settings: NetworkSettings | None = None) -> None:
         self.config = config
@@ -94,6 +101,10 @@ class NetworkService:
         # flock does not exclude threads that share the held descriptor, and the API server calls the
         # service from many threads, so a thread lock guards the descriptor and the nesting depth.
         self._thread_lock = threading.RLock()
+        # The bound host sockets of each container's DNAT-published ports, held until ``stop``.
+        self._held_ports: dict[str, builtins.list[ports.PublishedPort]] = {}
+        # Bridge name to its interface index when this process last completed _ensure_network for it.
+        self._ensured_bridges: dict[str, str | None] = {}
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -401,17 +412,28 @@ class NetworkService:
         if sandbox is not None and sandbox["dns_pid"]:
             self._restart_dns(container_id)
 
-    def endpoints(self, container_id: str) -> dict[str, dict]:
-        """Return ``NetworkSettings.Networks`` of a container: network name to EndpointSettings."""
+    def endpoints(self, container_id: str, *, endpoint_rows: Iterable[dict] | None = None,
+                  network_rows: dict[str, dict] | None = None) -> dict[str, dict]:
+        """Return ``NetworkSettings.Networks`` of a container: network name to EndpointSettings.
+
+        A caller that lists many containers passes the container's endpoint
+        rows and the network rows by ID, read once for all of them.
+        """
         found = {}
-        for endpoint in self.state.endpoints(container_id=container_id):
-            row = self.state.network(endpoint["network_id"])
+        if endpoint_rows is None:
+            endpoint_rows = self.state.endpoints(container_id=container_id)
+        for endpoint in endpoint_rows:
+            if network_rows is not None:
+                row = network_rows.get(endpoint["network_id"])
+            else:
+                row = self.state.network(endpoint["network_id"])
             if row is not None:
                 found[row["name"]] = self._endpoint_settings(endpoint, row)
         return found
 
     def _endpoint_settings(self, endpoint: dict, row: dict) -> dict:
-        aliases = json.loads(endpoint["aliases"])
+        # Most endpoints have no aliases, and skipping the JSON decoder for them speeds up listings.
+        aliases = [] if endpoint["aliases"] == "[]" else json.loads(endpoint["aliases"])
         user_network = row["name"] != DEFAULT_NETWORK
         return {
             "IPAMConfig": None,
@@ -424,7 +446,7 @@ class NetworkService:
             "EndpointID": endpoint["id"],
             "Gateway": "" if row["internal"] else row["gateway"],
             "IPAddress": endpoint["ip"],
-            "IPPrefixLen": ipaddress.IPv4Network(row["subnet"]).prefixlen,
+            "IPPrefixLen": _prefix_length(row["subnet"]),
             "IPv6Gateway": "",
             "GlobalIPv6Address": "",
             "GlobalIPv6PrefixLen": 0,
@@ -484,12 +506,18 @@ class NetworkService:
 
     @_locked
     def stop(self, container_id: str) -> None:
-        """Undo ``start``: DNS server, proxy, DNAT rules, veth pairs; the endpoints stay allocated."""
+        """Undo ``start``: DNS server, proxy, DNAT rules, held host ports, veth pairs; the endpoints stay allocated."""
         sandbox = self.state.sandbox(container_id)
         if sandbox is not None:
             _terminate(sandbox["dns_pid"], "dockyard.network.dns", container_id)
             _terminate(sandbox["proxy_pid"], "dockyard.network.proxy", container_id)
-        self.table.remove_ports(container_id)
+        published = json.loads(sandbox["ports"] or "[]") if sandbox is not None else None
+        # Listing the nftables rules takes a few milliseconds, spared for a container that published nothing.
+        if published is None or published:
+            self.table.remove_ports(container_id)
+        self._release_held(container_id)
+        if published:
+            self._forget_udp_flows(container_id, published)
         for endpoint in self.state.endpoints(container_id=container_id):
             self._unplug(endpoint)
             row = self.state.network(endpoint["network_id"])
@@ -545,14 +573,29 @@ class NetworkService:
         return f"eth{number}"
 
     def _ensure_network(self, row: dict) -> None:
-        """Make sure the bridge, its address and its nftables rules exist (they vanish at reboot)."""
-        prefix_len = ipaddress.IPv4Network(row["subnet"]).prefixlen
-        netlink.ensure_bridge(row["bridge"], row["gateway"], prefix_len)
-        owner = f"net:{row['bridge']}"
-        if not any(rule.get("comment") == owner for rule in self.table.rules()):
-            self.table.add_network(row["bridge"], row["subnet"], bool(row["internal"]))
+        """Make sure the bridge, its address and its nftables rules exist (they vanish at reboot).
+
+        A bridge that this process set up before and that still has the same
+        interface index is taken as complete, which spares the monitor the
+        netlink and nftables queries on every container start. Removing a
+        network or ``teardown`` deletes the bridge together with its rules.
+        """
+        bridge = row["bridge"]
         if not row["internal"]:
             _enable_ip_forward()
+        if bridge in self._ensured_bridges and self._ensured_bridges[bridge] == _interface_index(bridge):
+            return
+        prefix_len = ipaddress.IPv4Network(row["subnet"]).prefixlen
+        netlink.ensure_bridge(bridge, row["gateway"], prefix_len)
+        owner = f"net:{bridge}"
+        # Checking for the loopback guard also renews the rules that earlier versions wrote without it.
+        if not any(rule.get("comment") == owner for rule in self.table.chain_rules("loopback_guard")):
+            self.table.add_network(bridge, row["subnet"], bool(row["internal"]))
+        if not row["internal"]:
+            # Lets DNATed loopback traffic (source 127.0.0.1) leave through the bridge; the
+            # bridge's loopback guard rule drops traffic from containers to 127.0.0.0/8.
+            _enable_route_localnet(bridge)
+        self._ensured_bridges[bridge] = _interface_index(bridge)
 
     def _plug(self, endpoint: dict, row: dict, netns_path: str, interface: str, default_route: bool) -> None:
         self._ensure_network(row)
@@ -560,7 +603,7 @@ class NetworkService:
         netlink.delete_link(host_veth)  # left over from a container whose monitor died
         prefix_len = ipaddress.IPv4Network(row["subnet"]).prefixlen
         netlink.add_veth(
-            host_veth, "dy" + host_veth[4:], row["bridge"], netns_path, interface,
+            host_veth, row["bridge"], netns_path, interface,
             endpoint["ip"], prefix_len, row["gateway"] if default_route else None, endpoint["mac"],
         )
         self.state.update_endpoint(endpoint["id"], interface=interface, host_veth=host_veth)
@@ -572,6 +615,15 @@ class NetworkService:
             self.state.update_endpoint(endpoint["id"], interface="", host_veth="")
 
     def _publish(self, container_id: str, container_ip: str, bridge: str, body: dict) -> builtins.list[dict]:
+        """Publish the requested ports: DNAT rules for IPv4 host addresses, the userland proxy for IPv6 ones.
+
+        Every host port is reserved by a bound socket (listening, for TCP), so
+        another program cannot take it while the container runs. The sockets
+        of IPv4 mappings stay in this process (the container monitor) until
+        ``stop``. Nothing reads them, because the kernel DNATs their traffic,
+        loopback included. IPv6 mappings need the proxy, because the container
+        has IPv4 only and IPv6 has no ``route_localnet``.
+        """
         host_config = body.get("HostConfig") or {}
         port_requests = ports.requests(
             body.get("ExposedPorts"), host_config.get("PortBindings"), bool(host_config.get("PublishAllPorts"))
@@ -579,23 +631,68 @@ class NetworkService:
         if not port_requests:
             return []
         reserved = ports.reserve_all(port_requests)
+        proxied = [each for each in reserved if ports.needs_proxy(each.host_ip)]
+        held = [each for each in reserved if not ports.needs_proxy(each.host_ip)]
         try:
             mappings = [mapping.as_dict(container_ip) for mapping in reserved]
             self.table.add_ports(container_id, mappings)
-            specs = [
-                {**mapping, "fd": each.sock.fileno()}  # type: ignore[union-attr]
-                for mapping, each in zip(mappings, reserved)
-            ]
-            process = _spawn(
-                "dockyard.network.proxy", json.dumps(specs), container_id,
-                pass_fds=[spec["fd"] for spec in specs], log_path=self._log_path(container_id, "proxy"),
-            )
-        finally:
-            # The proxy has its own copies of the sockets now.
+            ports.reject_pending(held)
+            proxy_pid = 0
+            if proxied:
+                specs = [
+                    {**each.as_dict(container_ip), "fd": each.sock.fileno()}  # type: ignore[union-attr]
+                    for each in proxied
+                ]
+                process = _spawn(
+                    "dockyard.network.proxy", json.dumps(specs), container_id,
+                    pass_fds=[spec["fd"] for spec in specs], log_path=self._log_path(container_id, "proxy"),
+                )
+                proxy_pid = process.pid
+        except BaseException:
             ports.release(reserved)
-        self.state.set_sandbox(container_id, ports=json.dumps(mappings), proxy_pid=process.pid)
-        log.debug("published %d ports of container %s through proxy %d", len(mappings), container_id[:12], process.pid)
+            raise
+        # The proxy has its own copies of its sockets now.
+        ports.release(proxied)
+        self._release_held(container_id)
+        self._held_ports[container_id] = held
+        self.state.set_sandbox(container_id, ports=json.dumps(mappings), proxy_pid=proxy_pid)
+        log.debug("published %d ports of container %s: %d by DNAT, %d through proxy %d", len(mappings),
+                  container_id[:12], len(held), len(proxied), proxy_pid)
         return mappings
+
+    def hold_ports(self, container_id: str) -> None:
+        """Bind the host sockets of a running container's DNAT-published ports again.
+
+        For a monitor that adopts a container after the monitor that held them
+        died. A port that another program took in between stays published by
+        its DNAT rule, and is logged as a warning.
+        """
+        self._release_held(container_id)
+        held = []
+        for mapping in self.published_ports(container_id):
+            if ports.needs_proxy(mapping["HostIp"]):
+                continue
+            port = int(mapping["HostPort"])
+            request = ports.PortRequest(int(mapping["ContainerPort"]), mapping["Protocol"], mapping["HostIp"], port, port)
+            try:
+                held.append(ports.reserve(request))
+            except NetworkError as error:
+                log.warning("cannot reserve host port %s of container %s again: %s", port, container_id[:12], error)
+        self._held_ports[container_id] = held
+
+    def _forget_udp_flows(self, container_id: str, mappings: builtins.list[dict]) -> None:
+        """Delete the conntrack entries that still DNAT UDP clients to a stopped container's ports."""
+        for mapping in mappings:
+            if mapping["Protocol"] != "udp" or ports.needs_proxy(mapping["HostIp"]):
+                continue
+            try:
+                netlink.forget_udp_flows(mapping["ContainerIp"], int(mapping["ContainerPort"]))
+            except Exception as error:  # noqa: BLE001 - stopping goes on; stale entries expire by themselves
+                log.warning("cannot delete the UDP conntrack entries of container %s (%s:%s): %s", container_id[:12],
+                            mapping["ContainerIp"], mapping["ContainerPort"], error)
+
+    def _release_held(self, container_id: str) -> None:
+        ports.release(self._held_ports.pop(container_id, []))
 
     def _names_path(self, row: dict) -> Path:
         return self.run_dir / row["id"] / "names.json"
@@ -745,6 +842,23 @@ def _enable_ip_forward() -> None:
             path.write_text("1\n")
     except OSError as error:
         raise NetworkError(f"cannot enable IPv4 forwarding in {path}: {error}") from error
+
+
+def _interface_index(name: str) -> str | None:
+    try:
+        return Path(f"/sys/class/net/{name}/ifindex").read_text().strip()
+    except OSError:
+        return None
+
+
+def _enable_route_localnet(bridge: str) -> None:
+    path = Path(f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet")
+    try:
+        if path.read_text().strip() != "1":
+            log.debug("setting net.ipv4.conf.%s.route_localnet=1", bridge)
+            path.write_text("1\n")
+    except OSError as error:
+        raise NetworkError(f"cannot enable route_localnet on bridge {bridge} in {path}: {error}") from error
 
 
 def _matches(network: dict, filters: dict[str, builtins.list[str]]) -> bool:

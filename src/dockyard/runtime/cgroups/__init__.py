@@ -90,6 +90,25 @@ def mode(found: list[Hierarchy]) -> str:
     raise RuntimeFailure("no cgroup hierarchy is mounted (checked /proc/self/mountinfo)")
 
 
+def supports_blkio_weight(found: list[Hierarchy] | None = None) -> bool:
+    """Tell whether this host can weight a cgroup's block I/O (blkio.weight in v1, io.weight in v2).
+
+    v1 has the file only while an I/O scheduler with weights (CFQ or BFQ) is
+    in use. For v2 this checks only that the io controller is available.
+    """
+    found = hierarchies() if found is None else found
+    for hierarchy in found:
+        if "blkio" in hierarchy.controllers:
+            return any((hierarchy.mountpoint / name).exists() for name in ("blkio.weight", "blkio.bfq.weight"))
+    for hierarchy in found:
+        if hierarchy.version == 2:
+            try:
+                return "io" in read(hierarchy.mountpoint, "cgroup.controllers").split()
+            except RuntimeFailure:
+                return False
+    return False
+
+
 def own_cgroups(text: str | None = None) -> dict[tuple[int, tuple[str, ...]], str]:
     """Map (version, controllers) to this process's cgroup path, from /proc/self/cgroup."""
     if text is None:
@@ -156,6 +175,23 @@ class Cgroup:
                 v2.enable_controllers(hierarchy.mountpoint, directory, needed)
                 if needed:
                     v2.apply(directory, resources)
+
+    def update(self, resources: dict[str, Any]) -> None:
+        """Write new limits to the cgroup of a created, running or paused container, or raise RuntimeFailure.
+
+        Only the sections present in ``resources`` are written, and the device
+        rules are left alone. Each value goes to the one hierarchy whose
+        controller enforces it.
+        """
+        for hierarchy, directory in self.directories:
+            if hierarchy.version == 1:
+                for controller in hierarchy.controllers:
+                    v1.update(controller, directory, resources)
+                continue
+            needed = [name for name in v2.needed_controllers(resources) if self._v2_only(name)]
+            if needed:
+                v2.enable_controllers(hierarchy.mountpoint, directory, needed)
+                v2.apply(directory, v2.for_controllers(resources, needed))
 
     def _v2_only(self, controller: str) -> bool:
         # On a hybrid host a controller lives in exactly one version; v1 wins when mounted there.
@@ -306,4 +342,5 @@ class Cgroup:
         return cls(data["path"], directories, [Path(path) for path in data["created"]])
 
 
-__all__ = ["Cgroup", "Hierarchy", "hierarchies", "mode", "own_cgroups", "resolve", "read", "write"]
+__all__ = ["Cgroup", "Hierarchy", "hierarchies", "mode", "own_cgroups", "resolve", "read", "supports_blkio_weight",
+           "write"]

@@ -53,6 +53,22 @@ def write_memory(directory: Path, memory: dict[str, Any]) -> None:
         write(directory, "memory.oom_control", 1)
 
 
+def update_memory(directory: Path, memory: dict[str, Any]) -> None:
+    """Write new memory limits to a cgroup that may already have some, in an order the kernel accepts.
+
+    A memory limit raised above the current memory+swap limit needs the
+    memsw file written first, because the kernel rejects any write that
+    would leave memory.memsw.limit_in_bytes below memory.limit_in_bytes.
+    """
+    limit, swap = memory.get("limit"), memory.get("swap")
+    memsw = "memory.memsw.limit_in_bytes"
+    if limit is not None and swap is not None and (directory / memsw).exists():
+        if limit > int(read(directory, memsw)):
+            write(directory, memsw, swap)
+            memory = {**memory, "swap": None}
+    write_memory(directory, memory)
+
+
 def write_cpu(directory: Path, cpu: dict[str, Any]) -> None:
     if cpu.get("shares"):
         write(directory, "cpu.shares", cpu["shares"])
@@ -140,6 +156,24 @@ def apply(controller: str, directory: Path, resources: dict[str, Any], devices: 
         write_pids(directory, resources["pids"])
     elif controller == "devices":
         write_devices(directory, resources.get("devices") or [], devices)
+    elif controller == "blkio" and resources.get("blockIO"):
+        write_blkio(directory, resources["blockIO"])
+
+
+def update(controller: str, directory: Path, resources: dict[str, Any]) -> None:
+    """Write the sections of ``resources`` that belong to one controller to a running container's cgroup.
+
+    Unlike ``apply``, it leaves the device rules and the inherited cpuset
+    alone, and orders the memory writes against the limits already set.
+    """
+    if controller == "memory" and resources.get("memory"):
+        update_memory(directory, resources["memory"])
+    elif controller == "cpu" and resources.get("cpu"):
+        write_cpu(directory, resources["cpu"])
+    elif controller == "cpuset" and resources.get("cpu"):
+        write_cpuset(directory, resources["cpu"])
+    elif controller == "pids" and resources.get("pids"):
+        write_pids(directory, resources["pids"])
     elif controller == "blkio" and resources.get("blockIO"):
         write_blkio(directory, resources["blockIO"])
 

@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 SHARES_MIN, SHARES_MAX = 2, 262144
 WEIGHT_MIN, WEIGHT_MAX = 1, 10000
 DEFAULT_PERIOD_US = 100000
+# blkio.weight (v1) ranges over [10, 1000], and io.weight (v2) over [1, 10000].
+BLKIO_WEIGHT_MIN, BLKIO_WEIGHT_MAX = 10, 1000
 
 
 def shares_to_weight(shares: int) -> int:
@@ -31,6 +33,12 @@ def shares_to_weight(shares: int) -> int:
     """
     shares = min(max(shares, SHARES_MIN), SHARES_MAX)
     return WEIGHT_MIN + (shares - SHARES_MIN) * (WEIGHT_MAX - WEIGHT_MIN) // (SHARES_MAX - SHARES_MIN)
+
+
+def blkio_weight_to_io_weight(weight: int) -> int:
+    """Map blkio.weight linearly onto io.weight, as runc does, so both ranges' ends line up."""
+    weight = min(max(weight, BLKIO_WEIGHT_MIN), BLKIO_WEIGHT_MAX)
+    return WEIGHT_MIN + (weight - BLKIO_WEIGHT_MIN) * (WEIGHT_MAX - WEIGHT_MIN) // (BLKIO_WEIGHT_MAX - BLKIO_WEIGHT_MIN)
 
 
 def needed_controllers(resources: dict[str, Any]) -> list[str]:
@@ -46,7 +54,31 @@ def needed_controllers(resources: dict[str, Any]) -> list[str]:
         needed.append("cpuset")
     if (resources.get("pids") or {}).get("limit") is not None:
         needed.append("pids")
+    if (resources.get("blockIO") or {}).get("weight"):
+        needed.append("io")
     return needed
+
+
+def for_controllers(resources: dict[str, Any], controllers: list[str]) -> dict[str, Any]:
+    """Return the sections of ``resources`` that the given v2 controllers enforce.
+
+    On a hybrid host the rest belong to v1 hierarchies, and their files do
+    not exist in the cgroup2 directory.
+    """
+    selected: dict[str, Any] = {}
+    if "memory" in controllers and resources.get("memory"):
+        selected["memory"] = resources["memory"]
+    cpu = resources.get("cpu") or {}
+    cpu_keys = [*(("shares", "quota", "period") if "cpu" in controllers else ()),
+                *(("cpus", "mems") if "cpuset" in controllers else ())]
+    cpu_part = {key: cpu[key] for key in cpu_keys if key in cpu}
+    if cpu_part:
+        selected["cpu"] = cpu_part
+    if "pids" in controllers and resources.get("pids"):
+        selected["pids"] = resources["pids"]
+    if "io" in controllers and resources.get("blockIO"):
+        selected["blockIO"] = resources["blockIO"]
+    return selected
 
 
 def enable_controllers(mountpoint: Path, leaf: Path, controllers: list[str]) -> None:
@@ -104,6 +136,14 @@ def write_pids(directory: Path, pids: dict[str, Any]) -> None:
         write(directory, "pids.max", "max" if limit <= 0 else limit)
 
 
+def write_io_weight(directory: Path, weight: int) -> None:
+    # With the BFQ scheduler the weight has its own file, in blkio's range. Otherwise io.weight takes it, scaled.
+    if (directory / "io.bfq.weight").exists():
+        write(directory, "io.bfq.weight", weight)
+    else:
+        write(directory, "io.weight", f"default {blkio_weight_to_io_weight(weight)}")
+
+
 def apply(directory: Path, resources: dict[str, Any]) -> None:
     """Write the spec's linux.resources to a v2 cgroup."""
     if resources.get("memory"):
@@ -112,6 +152,8 @@ def apply(directory: Path, resources: dict[str, Any]) -> None:
         write_cpu(directory, resources["cpu"])
     if resources.get("pids"):
         write_pids(directory, resources["pids"])
+    if (resources.get("blockIO") or {}).get("weight"):
+        write_io_weight(directory, resources["blockIO"]["weight"])
     if [rule for rule in resources.get("devices") or [] if rule != {"allow": False, "access": "rwm"}]:
         # NOTE: v2 filters device access with an eBPF program, which dockyard does not attach yet.
         log.warning("cgroup v2: device rules are not enforced: %s", resources["devices"])
