@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -369,8 +370,12 @@ def _release_hugetlb(mount_point: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while _hierarchy_id("hugetlb") != 0:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"hugetlb did not return to cgroup2 within {timeout} s of unmounting its v1 "
-                               "hierarchy: mount it (-t cgroup -o hugetlb) and unmount it again later")
+            # The measurements are complete by now, so this only warns: the
+            # kernel frees the hierarchy once its last removed cgroup is freed.
+            logging.getLogger("bench.peers").warning(
+                "hugetlb did not return to cgroup2 within %.0f s of unmounting its v1 hierarchy; if it stays, "
+                "mount it (-t cgroup -o hugetlb) and unmount it again later", timeout)
+            return
         time.sleep(2.0)
         # The hierarchy outlived the unmount because a removed cgroup was still
         # being freed. Mounting it again reattaches it, and an unmount without
