@@ -53,8 +53,20 @@ def monitor_pid(engine: Engine) -> int:
 
 
 def wait_gone(pid: int, timeout: float = 10.0) -> None:
+    """Wait until ``pid`` has exited: gone, or a zombie.
+
+    A killed process loses its command line before it finishes exiting, and
+    the engine checks monitors with a pidfd, which reports the exit only at
+    its end, so waiting for the command line to vanish is not enough.
+    """
     deadline = time.monotonic() + timeout
-    while monitor.is_monitor_process(pid):
+    while True:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return
+        if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+            return
         assert time.monotonic() < deadline, f"process {pid} still runs"
         time.sleep(0.02)
 
