@@ -9,12 +9,13 @@ that into a ``RuntimeFailure`` naming its step.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import platform
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# The C library is loaded in every Python process already: its symbols are in the
+# global namespace, so no search for the file (ctypes.util.find_library runs ldconfig) is needed.
+_libc = ctypes.CDLL(None, use_errno=True)
 
 # Namespace flags for clone(2), unshare(2) and setns(2), from <linux/sched.h>.
 CLONE_NEWNS = 0x00020000
