@@ -720,9 +720,19 @@ class Monitor:
                     own_fds.append(in_write)
                     child_fds.append(in_read)
                     stdin = in_read
+            network_started = False
+
+            def start_network(init_pid: int) -> None:
+                nonlocal network_started
+                self.network(spec).start(container.id, init_pid, spec.get("network_body"))
+                network_started = True
+
+            # The built-in runtime calls start_network while the init sets up
+            # its mounts; other runtimes leave it to the code below.
             pid = runtime.create(
                 container.id, bundle, stdin=stdin, stdout=stdout, stderr=stderr,
                 console_socket=os.path.join(console_dir, "c.sock") if console_dir else None,
+                on_init=start_network if spec.get("network") else None,
             )
             for fd in child_fds:
                 os.close(fd)
@@ -736,10 +746,10 @@ class Monitor:
                     raise RuntimeFailure(f"container {container.id}: the runtime sent no terminal")
                 container.pty_fd = fds[0]
                 own_fds.append(fds[0])
-            if spec.get("network"):
+            if spec.get("network") and not network_started:
                 # The init waits on the exec FIFO, so the container's process
                 # starts with its interfaces, ports and DNS server in place.
-                self.network(spec).start(container.id, pid, spec.get("network_body"))
+                start_network(pid)
             runtime.start(container.id)
         except BaseException:
             for fd in child_fds + own_fds:

@@ -72,7 +72,8 @@ class Runtime(Protocol):
     name: str
 
     def create(self, container_id: str, bundle: Path, *, stdin: int | None = None, stdout: int | None = None,
-               stderr: int | None = None, console_socket: str | None = None) -> int: ...
+               stderr: int | None = None, console_socket: str | None = None,
+               on_init: Callable[[int], None] | None = None) -> int: ...
     def start(self, container_id: str) -> None: ...
     def exists(self, container_id: str) -> bool: ...
     def state(self, container_id: str) -> RuntimeState | None: ...
@@ -147,11 +148,13 @@ class Builtin:
         self.state_root = Path(run_root) / "runtime"
 
     def create(self, container_id: str, bundle: Path, *, stdin: int | None = None, stdout: int | None = None,
-               stderr: int | None = None, console_socket: str | None = None) -> int:
+               stderr: int | None = None, console_socket: str | None = None,
+               on_init: Callable[[int], None] | None = None) -> int:
+        """Create the container; ``on_init(pid)`` runs as soon as the init exists, while it sets up its mounts."""
         from dockyard.runtime import container
 
         return container.create(container_id, bundle, self.state_root, stdin=stdin, stdout=stdout, stderr=stderr,
-                                console_socket=console_socket)
+                                console_socket=console_socket, on_init=on_init)
 
     def start(self, container_id: str) -> None:
         from dockyard.runtime import container
@@ -265,7 +268,9 @@ class External:
             os.unlink(log_path)
 
     def create(self, container_id: str, bundle: Path, *, stdin: int | None = None, stdout: int | None = None,
-               stderr: int | None = None, console_socket: str | None = None) -> int:
+               stderr: int | None = None, console_socket: str | None = None,
+               on_init: Callable[[int], None] | None = None) -> int:
+        """Create the container with ``create``; ``on_init`` is not called (the caller does that work afterwards)."""
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix=".create-", dir=self._made_root()) as scratch:

@@ -18,7 +18,7 @@ import select
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from dockyard.errors import RuntimeFailure
 from dockyard.runtime import libc, seccomp, spec, state
@@ -45,13 +45,17 @@ def create(
     stderr: int | None = None,
     console_socket: str | Path | None = None,
     pid_file: str | Path | None = None,
+    on_init: Callable[[int], None] | None = None,
 ) -> int:
     """Set up a container from an OCI bundle and return the PID of its init, blocked until ``start``.
 
     ``stdin``/``stdout``/``stderr`` are file descriptors for the container's
     stdio (by default it inherits the caller's). With ``process.terminal``,
     the master side of a new pseudo-terminal is sent over the unix socket
-    ``console_socket``. Raises RuntimeFailure naming the failed step.
+    ``console_socket``. ``on_init(pid)`` is called with the init's PID while
+    the init sets up its mounts, for work that needs the init's namespaces
+    (its network); what it raises fails the create. Raises RuntimeFailure
+    naming the failed step.
     """
     bundle = Path(bundle).resolve()
     state_root = Path(state_root)
@@ -108,6 +112,7 @@ def create(
                 console_socket=str(console_socket) if console_socket else None,
             ),
             linux,
+            on_init,
         )
         start_time = state.process_start_time(pid)
         if start_time is None:
@@ -140,7 +145,7 @@ def _is_bind(entry: dict[str, Any]) -> bool:
     return entry.get("type") == "bind" or any(option in ("bind", "rbind") for option in entry.get("options") or [])
 
 
-def _spawn(context: InitContext, linux: dict[str, Any]) -> int:
+def _spawn(context: InitContext, linux: dict[str, Any], on_init: Callable[[int], None] | None = None) -> int:
     """Fork the bring-up and follow its messages until the init reports created; return the init's PID."""
     to_runtime_read, to_runtime_write = os.pipe()
     to_init_read, to_init_write = os.pipe()
@@ -169,7 +174,7 @@ def _spawn(context: InitContext, linux: dict[str, Any]) -> int:
                     # init.bring_up). A failed write means the init failed
                     # already, and its own error message follows.
                     try:
-                        context.cgroup.join(init_pid)
+                        _join_while(context.cgroup, init_pid, on_init)
                         os.write(to_init_write, b"1")
                     except (OSError, RuntimeFailure) as error:
                         # Closing the pipe ends the init's wait with an error.
@@ -187,6 +192,9 @@ def _spawn(context: InitContext, linux: dict[str, Any]) -> int:
             # The first child sends the PID and the init sends "created", both on
             # this pipe, so the two messages may arrive in either order.
             if created and init_pid is not None:
+                if on_init is not None and "cgroup" in context.namespaces.paths:
+                    # Without the late cgroup join, on_init runs once set-up is done.
+                    on_init(init_pid)
                 succeeded = True
                 return init_pid
         if join_error is not None:
@@ -205,6 +213,35 @@ def _spawn(context: InitContext, linux: dict[str, Any]) -> int:
             # Once its first parent is reaped, a subreaper caller inherits
             # the dead init and must reap it too.
             _wait_gone(init_pid, 10.0)
+
+
+def _join_while(cgroup: Cgroup, pid: int, on_init: Callable[[int], None] | None) -> None:
+    """Move ``pid`` into ``cgroup``, running ``on_init(pid)`` meanwhile.
+
+    The move waits for an RCU grace period, mostly asleep, so a thread does
+    it while this one runs ``on_init``.
+    """
+    if on_init is None:
+        cgroup.join(pid)
+        return
+    import threading
+
+    errors: list[BaseException] = []
+
+    def join() -> None:
+        try:
+            cgroup.join(pid)
+        except BaseException as error:  # handed to the calling thread below
+            errors.append(error)
+
+    joiner = threading.Thread(target=join, name=f"cgroup join {pid}")
+    joiner.start()
+    try:
+        on_init(pid)
+    finally:
+        joiner.join()
+    if errors:
+        raise errors[0]
 
 
 def _messages(fd: int, container_id: str):  # type: ignore[no-untyped-def]
