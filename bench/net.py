@@ -634,7 +634,7 @@ def main() -> int:
         if "podman" not in args.skip:
             # Freed cgroups can keep the v1 hierarchy alive for over a minute after the last
             # container, so the release gets more time than the default.
-            hugetlb_mounted = cleanup.enter_context(peers.hugetlb_v1(workdir / "cgroup-stage", release_timeout=300))
+            hugetlb_mounted = cleanup.enter_context(peers.hugetlb_v1(workdir / "cgroup-stage"))
         guarded_interface = cleanup.enter_context(peers.forward_guard())
 
         engines, dockerd = set_up_engines(args, workdir, layout, cleanup)
