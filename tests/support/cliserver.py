@@ -95,6 +95,11 @@ def cli_server_session() -> Iterator[str]:
         yield marker
     finally:
         stop(server_pids(marker))
+        # Servers that exited on their own idle timeout earlier are zombies of this
+        # process when it is a child subreaper.
+        from tests.support.containers import reap_orphaned_zombies
+
+        reap_orphaned_zombies()
         for key, previous in saved.items():
             if previous is None:
                 os.environ.pop(key, None)
