@@ -25,7 +25,7 @@ def test_which_commands_may_use_the_server(argv: list[str], expected: bool) -> N
     assert client._may_use_server(argv) is expected
 
 
-def test_only_the_variables_imports_may_read_pick_the_server() -> None:
+def test_server_address_ignores_other_variables() -> None:
     base = {"PATH": "/usr/bin", "HOME": "/root", "DOCKYARD_ROOT": "/srv/a", "LANG": "C.UTF-8", "PYTHONPATH": "src"}
     assert client.server_environment(base) == {"DOCKYARD_ROOT": "/srv/a", "LANG": "C.UTF-8", "PYTHONPATH": "src"}
     same = client.server_address({**base, "PATH": "/bin", "PYTEST_CURRENT_TEST": "x"})
@@ -43,7 +43,7 @@ text = st.text(st.characters(blacklist_characters="\0", blacklist_categories=("C
     umask=st.integers(0, 0o777),
     present=st.sampled_from([0, 1, 3, 7, 6]),
 )
-def test_a_request_decodes_to_what_was_encoded(argv, environment, umask, present) -> None:
+def test_request_round_trip(argv, environment, umask, present) -> None:
     data = client.encode_request(argv, environment, umask, present)
     size = int.from_bytes(data[:4], "big")
     assert size == len(data) - 4
@@ -54,7 +54,7 @@ def test_a_request_decodes_to_what_was_encoded(argv, environment, umask, present
     assert sorted(request.stdio) == [fd for fd in client.STDIO_FDS if present & (1 << fd)]
 
 
-def test_a_request_with_the_wrong_number_of_descriptors_is_refused() -> None:
+def test_request_rejects_wrong_descriptor_count() -> None:
     data = client.encode_request(["dockyard", "ps"], {}, 0o022, 7)
     with pytest.raises(ValueError, match="passed 2 file descriptors, not 4"):
         server.Request(data[4:], [100, 101])

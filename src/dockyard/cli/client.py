@@ -234,7 +234,8 @@ def _wait_for_exit(connection: socket.socket, forwarder: _Forwarder) -> int | No
         # The command died of a signal this process forwarded: die of it too.
         signal.signal(forwarder.last, signal.SIG_DFL)
         os.kill(os.getpid(), forwarder.last)
-    print("Error: the dockyard CLI server's command process ended without an exit code", file=sys.stderr)
+    print("Error: the dockyard CLI server's command process ended without an exit code; "
+          "run the command again with DOCKYARD_CLI_SERVER=0 to run it in its own process", file=sys.stderr)
     return 125
 
 

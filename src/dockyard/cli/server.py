@@ -10,13 +10,13 @@ Python start-up and the imports.
 For each connection the server checks that the peer runs as its own uid
 (``SO_PEERCRED``: an abstract socket has no file permissions), reads the
 request (``client.encode_request``) and the file descriptors passed with it,
-and forks. The child moves into its own process group (the client forwards
-signals to it), puts the client's descriptors on 0, 1 and 2, changes to the
-client's working directory, takes its umask and environment, reopens
-``sys.stdin``, ``sys.stdout`` and ``sys.stderr`` on the new descriptors (line
-buffered on a terminal, as Python's start-up does), and runs
-``dockyard.cli.main.main`` with the prebuilt parser. It sends its pid first and
-its exit code last.
+and forks. The child moves into its own process group, to which the client
+forwards signals. It puts the client's descriptors on 0, 1 and 2, changes to
+the client's working directory, and takes its umask and environment. Then it
+reopens ``sys.stdin``, ``sys.stdout`` and ``sys.stderr`` on the new
+descriptors (line buffered on a terminal, as Python's start-up does) and runs
+``dockyard.cli.main.main`` with the prebuilt parser. It sends its pid first
+and its exit code last.
 
 The server declines a request, and the client runs the command itself, when
 the variables of the client's environment that the server's imports may
@@ -184,7 +184,7 @@ def serve(address: str) -> None:
     try:
         listener.bind("\0" + address)
     except OSError:
-        # Another server holds the name already.
+        # Another server is bound to the name already.
         listener.close()
         return
     listener.listen(64)
@@ -293,7 +293,7 @@ def run_command(argv: list[str], parser: object) -> int:
 
 
 def exit_code(value: object) -> int:
-    """The exit status sys.exit(value) gives: 0 for None, the int, or 1 after printing anything else."""
+    """Return the exit status sys.exit(value) gives: 0 for None, the int, or 1 after printing anything else."""
     if value is None:
         return 0
     if isinstance(value, int):

@@ -341,9 +341,8 @@ class State:
         return [dict(zip(names, row)) for row in rows]
 
     def _migrate(self) -> None:
-        # The common case, a database at the current version, needs only a
-        # read; the write transaction below would make every command queue
-        # for the write lock.
+        # A database at the current version needs only this read. The write
+        # transaction below would make every command wait for the write lock.
         try:
             rows = self._connection().execute("SELECT version FROM schema_version").fetchall()
         except sqlite3.OperationalError:

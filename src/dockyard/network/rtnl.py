@@ -6,8 +6,8 @@ took about 45 ms per container, because its sockets start an asyncio loop and
 each call parses full replies. Packed by hand, all six took 3 ms here. pyroute2 still does the rest (``netlink.py``), where speed does not
 matter.
 
-Each request asks for an acknowledgement (``NLM_F_ACK``); a kernel error comes
-back as an ``OSError`` with the kernel's errno. A socket belongs to the
+Each request sets ``NLM_F_ACK``, so the kernel acknowledges it, and a kernel
+error comes back as an ``OSError`` with the kernel's errno. A socket belongs to the
 network namespace its creator was in when it opened it, so for work inside a
 container's namespace the socket is opened in a thread that joined it
 (``netlink.in_netns``).
