@@ -115,9 +115,7 @@ def podman_command(podman: peers.Podman, *arguments: str) -> list[str]:
 
 def set_up(workdir: Path, layout: Path, context: Path, cleanup: contextlib.ExitStack,
            skip: list[str]) -> tuple[list[Builder], peers.Dockerd | None]:
-    # An editable install has no bytecode until a run writes it, and PYTHONDONTWRITEBYTECODE stops
-    # that. Compiled now, dockyard starts as it does after `pip install`, which compiles the package.
-    peers.run([sys.executable, "-m", "compileall", "-q", str(REPO / "src" / "dockyard")])
+    peers.compile_dockyard()
     registry = start_registry(workdir / "registry")
     cleanup.callback(registry.stop)
     images.push_layout(layout, registry.host, IMAGE_NAME)

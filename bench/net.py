@@ -637,6 +637,7 @@ def main() -> int:
             hugetlb_mounted = cleanup.enter_context(peers.hugetlb_v1(workdir / "cgroup-stage"))
         guarded_interface = cleanup.enter_context(peers.forward_guard())
 
+        peers.compile_dockyard()
         engines, dockerd = set_up_engines(args, workdir, layout, cleanup)
         log.info("time to first 200: %d rounds of %s", args.rounds, ", ".join(engine.key for engine in engines))
         starts = time_starts(engines, args.port, args.rounds, args.warmup)

@@ -408,9 +408,7 @@ def main() -> int:
             dockerd = Dockerd(workdir / "docker", registry.host)
             pullers.append(docker_puller(dockerd, reference))
 
-        # dockyard's modules are compiled once, as scripts/setup.sh does, so that no
-        # round pays for compiling them where PYTHONDONTWRITEBYTECODE is set.
-        run([sys.executable, "-m", "compileall", "-q", str(REPO / "src")])
+        peers.compile_dockyard()
         for round_number in range(1, args.runs + 1):
             # Every tool's previous copy is removed before any pull of the round, and the
             # round waits args.settle seconds after that. On ext4 without a journal (this

@@ -859,6 +859,7 @@ def main() -> int:
         hugetlb_mounted = cleanup.enter_context(peers.hugetlb_v1(workdir / "cgroup-stage"))
         guarded_interface = cleanup.enter_context(peers.forward_guard())
 
+        peers.compile_dockyard()
         engines, dockerd = set_up_engines(args, workdir, layout, layer_blob, cleanup)
         results = measure(args, engines, dockerd, workdir)
 

@@ -61,7 +61,7 @@ WARM_MODULES = (
     "dockyard.engine.runtimes", "dockyard.image.layer", "dockyard.storage.snapshots", "dockyard.network.service",
     "dockyard.engine.pull", "dockyard.engine.push", "dockyard.registry.client", "dockyard.image.tarreader",
     "dockyard.build.copying", "dockyard.build.layers",
-    "sqlite3", "json", "hashlib",
+    "sqlite3", "json", "hashlib", "tomllib", "urllib3",
 )
 
 WARM_COMMAND_LINES = (
