@@ -337,10 +337,15 @@ def time_starts(engines: list[Engine], port: int, rounds: int, warmup: int) -> l
 
 
 def monitor_pids(engine: Engine) -> list[int]:
-    """Return the PIDs of the dockyard monitors of the engine's root."""
+    """Return the PIDs of the dockyard monitors of the engine's root.
+
+    A monitor forked by the CLI server's zygote has the zygote's command line,
+    without the root, but the root in its environment.
+    """
     root = engine.environment["DOCKYARD_ROOT"]
     return [process.pid for process in run_bench.list_processes().values()
-            if "dockyard.engine.monitor" in process.cmdline and root in process.cmdline]
+            if "dockyard.engine.monitor" in process.cmdline and process.comm != "dockyard-zygote"
+            and (root in process.cmdline or process.environ_value("DOCKYARD_ROOT") == root)]
 
 
 def time_cold_starts(engine: Engine, port: int, runs: int) -> StartTiming:

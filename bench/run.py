@@ -153,8 +153,12 @@ def dockyard_engine(workdir: Path, reference: str) -> Engine:
 
 
 def is_cli_server(process: Process) -> bool:
-    """dockyard's CLI server serves commands, not containers, and exits 30 s after the last command."""
-    return "dockyard.cli.server" in process.cmdline
+    """dockyard's CLI server serves commands, not containers, and exits 30 s after the last command.
+
+    Its monitor zygote (engine/zygote.py), which forks monitors and exits with
+    the server, counts as part of it.
+    """
+    return "dockyard.cli.server" in process.cmdline or process.comm == "dockyard-zygote"
 
 
 def tear_down_dockyard_networks(engine: Engine) -> None:

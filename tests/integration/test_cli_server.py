@@ -22,6 +22,7 @@ pytestmark = pytest.mark.integration
 
 
 def children_of(pid: int) -> list[int]:
+    """The command processes the server ``pid`` forked: its children but its monitor zygote."""
     found = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -31,7 +32,8 @@ def children_of(pid: int) -> list[int]:
                 data = file.read()
         except OSError:
             continue
-        if int(data[data.rindex(b")") + 2:].split()[1]) == pid:
+        name_in_stat = data[data.index(b"(") + 1 : data.rindex(b")")]
+        if int(data[data.rindex(b")") + 2:].split()[1]) == pid and name_in_stat != b"dockyard-zygote":
             found.append(int(name))
     return found
 
@@ -202,3 +204,71 @@ def test_server_exits_when_idle(dockyard: Dockyard, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("DOCKYARD_CLI_SERVER_IDLE_TIMEOUT", "1")
     server = running_server(dockyard)
     assert wait_until(lambda: not alive(server), timeout=15), "the idle server did not exit"
+
+
+def zygote_of(server: int) -> int | None:
+    """The pid of the monitor zygote that the server ``server`` started, if it runs."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as file:
+                data = file.read()
+        except OSError:
+            continue
+        fields = data[data.rindex(b")") + 2:].split()
+        if data[data.index(b"(") + 1 : data.rindex(b")")] == b"dockyard-zygote" and int(fields[1]) == server:
+            return int(name)
+    return None
+
+
+def monitor_pid(dockyard: Dockyard) -> int:
+    from dockyard import config
+    from dockyard.engine import monitor
+
+    run_root = config.load(path=dockyard.config_path, root=dockyard.root).run_root
+    return monitor.read_pidfile(monitor.monitor_dir(dockyard.root, run_root))
+
+
+def process_name(pid: int) -> str:
+    with open(f"/proc/{pid}/comm") as file:
+        return file.read().strip()
+
+
+def test_zygote_forks_monitor(busybox_dockyard: Dockyard, test_images: ImageSet) -> None:
+    server = running_server(busybox_dockyard)
+    zygote = wait_until(lambda: zygote_of(server), timeout=30)
+    assert zygote, f"the CLI server {server} started no monitor zygote"
+    container = start_busybox(busybox_dockyard, test_images.busybox, "--network", "none",
+                              command=("sh", "-c", "echo from-forked-monitor; sleep 300"))
+    monitor = monitor_pid(busybox_dockyard)
+    assert process_name(monitor) == "dockyard-mon", "the monitor was not forked by the zygote"
+    with open(f"/proc/{monitor}/environ", "rb") as file:
+        assert f"DOCKYARD_ROOT={busybox_dockyard.root}".encode() in file.read().split(b"\0")
+    assert wait_until(lambda: busybox_dockyard.run("logs", container).stdout == "from-forked-monitor\n", timeout=10)
+    result = busybox_dockyard.run("stop", "-t", "1", container, check=False)
+    assert result.returncode == 0, result.stderr
+    assert busybox_dockyard.run("inspect", "--format", "{{.State.ExitCode}}", container).stdout.strip() == "137"
+
+
+def test_monitor_starts_without_zygote(busybox_dockyard: Dockyard, test_images: ImageSet) -> None:
+    server = running_server(busybox_dockyard)
+    zygote = wait_until(lambda: zygote_of(server), timeout=30)
+    assert zygote, f"the CLI server {server} started no monitor zygote"
+    os.kill(zygote, signal.SIGKILL)
+    assert wait_until(lambda: not alive(zygote), timeout=10)
+    result = busybox_dockyard.run("run", "--rm", "--network", "none", test_images.busybox, "echo", "exec-path",
+                                  check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "exec-path\n"
+    monitor = monitor_pid(busybox_dockyard)
+    assert alive(monitor) and process_name(monitor) != "dockyard-mon"
+
+
+def test_zygote_exits_with_server(busybox_dockyard: Dockyard) -> None:
+    server = running_server(busybox_dockyard)
+    zygote = wait_until(lambda: zygote_of(server), timeout=30)
+    assert zygote, f"the CLI server {server} started no monitor zygote"
+    os.kill(server, signal.SIGTERM)
+    assert wait_until(lambda: not alive(server) and not alive(zygote), timeout=10), \
+        "the monitor zygote outlived its CLI server"

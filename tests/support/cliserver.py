@@ -24,17 +24,26 @@ MARKER_VARIABLE = "DOCKYARD_TEST_CLI_SESSION"
 IDLE_SECONDS = "10"
 
 
-def server_pids(marker: str | None = None) -> list[int]:
-    """The pids of running CLI servers, only those whose environment has ``marker`` (NAME=value) if given."""
+def server_pids(marker: str | None = None, zygotes: bool = False) -> list[int]:
+    """The pids of running CLI servers, only those whose environment has ``marker`` (NAME=value) if given.
+
+    With ``zygotes``, the pids of the servers' monitor zygotes instead
+    (``dockyard.engine.zygote``): processes named ``dockyard-zygote``.
+    """
     found = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         try:
-            with open(f"/proc/{name}/cmdline", "rb") as file:
-                command = file.read().split(b"\0")
-            if b"dockyard.cli.server" not in command:
-                continue
+            if zygotes:
+                with open(f"/proc/{name}/comm", "rb") as file:
+                    if file.read().strip() != b"dockyard-zygote":
+                        continue
+            else:
+                with open(f"/proc/{name}/cmdline", "rb") as file:
+                    command = file.read().split(b"\0")
+                if b"dockyard.cli.server" not in command:
+                    continue
             if marker is not None:
                 with open(f"/proc/{name}/environ", "rb") as file:
                     if marker.encode() not in file.read().split(b"\0"):
@@ -95,6 +104,8 @@ def cli_server_session() -> Iterator[str]:
         yield marker
     finally:
         stop(server_pids(marker))
+        # A zygote exits by itself once its server is gone; this makes it sure and waits for it.
+        stop(server_pids(marker, zygotes=True))
         # Servers that exited on their own idle timeout earlier are zombies of this
         # process when it is a child subreaper.
         from tests.support.containers import reap_orphaned_zombies

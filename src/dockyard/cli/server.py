@@ -179,6 +179,14 @@ def open_log() -> None:
     log.propagate = False
 
 
+def log_stream_fd() -> int | None:
+    """Return the descriptor of the server's log file, if it has one."""
+    for handler in log.handlers:
+        if isinstance(handler, logging.FileHandler) and handler.stream is not None:
+            return handler.stream.fileno()
+    return None
+
+
 def serve(address: str) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -191,6 +199,9 @@ def serve(address: str) -> None:
     open_log()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     parser = warm_up()
+    from dockyard.engine import zygote
+
+    zygote.start(f"{address}/zygote/{os.getpid()}", log_stream_fd())
     environment = client.server_environment(os.environ)
     fingerprint = code_fingerprint()
     listener.settimeout(IDLE_TIMEOUT)

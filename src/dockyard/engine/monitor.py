@@ -174,6 +174,9 @@ def is_monitor_process(pid: int) -> bool:
         return False
     if stat[stat.rindex(")") + 2] in "ZX":
         return False
+    # A monitor zygote (engine/zygote.py) has a monitor's command line but another name.
+    if stat[stat.index("(") + 1 : stat.rindex(")")] == "dockyard-zygote":
+        return False
     return b"dockyard.engine.monitor" in command
 
 
@@ -191,7 +194,7 @@ def ensure_running(root: Path, run_root: Path) -> int:
         pid = read_pidfile(directory)
         if is_monitor_process(pid) and _answers(directory):
             return pid
-        _spawn(root, run_root, directory)
+        _start(root, run_root, directory)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             pid = read_pidfile(directory)
@@ -211,11 +214,48 @@ def _answers(directory: Path) -> bool:
         return False
 
 
-def _spawn(root: Path, run_root: Path, directory: Path) -> None:
-    """Start the monitor detached: fork, setsid, fork again and exec, so it is nobody's child."""
-    command = [sys.executable, "-m", "dockyard.engine.monitor", "--root", str(root), "--run-root", str(run_root)]
-    log.debug("starting the container monitor: %s", " ".join(command))
+def _start(root: Path, run_root: Path, directory: Path) -> None:
+    """Start the monitor: forked by the CLI server's zygote if there is one, else with exec.
+
+    Either way the new monitor writes a byte to a pipe once it serves, and
+    this waits for that byte, or for the pipe's end when the monitor exits
+    first. The caller then checks that a monitor answers.
+    """
+    from dockyard.engine import zygote
+
     log_fd = os.open(directory / "monitor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        for spawn in (zygote.request, _spawn):
+            ready_read, ready_write = os.pipe2(os.O_CLOEXEC)
+            try:
+                try:
+                    started = spawn(root, run_root, log_fd, ready_write)
+                finally:
+                    os.close(ready_write)
+                if started and _wait_ready(ready_read):
+                    return
+            finally:
+                os.close(ready_read)
+            if is_monitor_process(read_pidfile(directory)) and _answers(directory):
+                return
+    finally:
+        os.close(log_fd)
+
+
+def _wait_ready(fd: int) -> bool:
+    """Wait for a new monitor's ready byte; False at the pipe's end or after START_TIMEOUT."""
+    import select
+
+    if not select.select([fd], [], [], START_TIMEOUT)[0]:
+        return False
+    return os.read(fd, 1) == b"1"
+
+
+def _spawn(root: Path, run_root: Path, log_fd: int, ready_fd: int) -> bool:
+    """Start the monitor detached: fork, setsid, fork again and exec, so it is nobody's child."""
+    command = [sys.executable, "-m", "dockyard.engine.monitor", "--root", str(root), "--run-root", str(run_root),
+               "--ready-fd", str(ready_fd)]
+    log.debug("starting the container monitor: %s", " ".join(command))
     null_fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     try:
         first = os.fork()
@@ -224,17 +264,21 @@ def _spawn(root: Path, run_root: Path, directory: Path) -> None:
                 os.setsid()
                 if os.fork() != 0:
                     os._exit(0)
+                # Above the standard streams, which are replaced next; the exec keeps the number.
+                ready_copy = fcntl.fcntl(ready_fd, fcntl.F_DUPFD, 3)
+                command[-1] = str(ready_copy)
+                log_copy = fcntl.fcntl(log_fd, fcntl.F_DUPFD_CLOEXEC, 3)
                 os.dup2(null_fd, 0)
-                os.dup2(log_fd, 1)
-                os.dup2(log_fd, 2)
+                os.dup2(log_copy, 1)
+                os.dup2(log_copy, 2)
                 os.chdir("/")
                 os.execv(sys.executable, command)
             finally:
                 os._exit(127)
         os.waitpid(first, 0)
     finally:
-        os.close(log_fd)
         os.close(null_fd)
+    return True
 
 
 # -- the monitor process ----------------------------------------------------------------------
@@ -353,7 +397,18 @@ class Monitor:
         if entry is not None:
             entry[2] = None
 
-    def serve(self) -> None:
+    def serve(self, ready_fd: int | None = None) -> None:
+        """Serve until idle or told to stop; write a byte to ``ready_fd`` (and close it) once listening."""
+        try:
+            self._serve(ready_fd)
+        finally:
+            if ready_fd is not None:
+                try:
+                    os.close(ready_fd)
+                except OSError:
+                    pass
+
+    def _serve(self, ready_fd: int | None) -> None:
         libc_prctl_subreaper()
         self.directory.mkdir(parents=True, exist_ok=True)
         alive = os.open(self.directory / "alive.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -391,6 +446,8 @@ class Monitor:
         self.watch(listener.fileno(), lambda: self.accept(listener))
         (self.directory / "pid").write_text(f"{os.getpid()}\n")
         log.info("monitor %d serving %s", os.getpid(), socket_path)
+        if ready_fd is not None:
+            os.write(ready_fd, b"1")
         try:
             self.loop()
         finally:
@@ -1269,18 +1326,37 @@ def libc_prctl_subreaper() -> None:
     libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
 
 
+def run(root: Path, run_root: Path, ready_fd: int | None = None) -> None:
+    """Be the monitor of ``root``: log to stderr, and serve until idle or told to stop."""
+    logging.basicConfig(
+        level=logging.DEBUG if os.environ.get("DOCKYARD_DEBUG") == "1" else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    Monitor(root, run_root).serve(ready_fd)
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m dockyard.engine.monitor")
-    parser.add_argument("--root", type=Path, required=True)
-    parser.add_argument("--run-root", type=Path, required=True)
+    parser.add_argument("--root", type=Path)
+    parser.add_argument("--run-root", type=Path)
+    parser.add_argument("--ready-fd", type=int, help="a pipe to write one byte to once serving")
+    parser.add_argument("--zygote", metavar="ADDRESS", help="be a zygote that forks monitors (engine/zygote.py)")
+    parser.add_argument("--parent-fd", type=int, help="with --zygote: exit at this pipe's end of file")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if os.environ.get("DOCKYARD_DEBUG") == "1" else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    Monitor(args.root, args.run_root).serve()
+    if args.zygote:
+        from dockyard.engine import zygote
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if args.parent_fd is None:
+            parser.error("--zygote needs --parent-fd")
+        zygote.serve(args.zygote, args.parent_fd)
+        return 0
+    if args.root is None or args.run_root is None:
+        parser.error("--root and --run-root are required")
+    run(args.root, args.run_root, args.ready_fd)
     return 0
 
 

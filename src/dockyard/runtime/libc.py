@@ -56,6 +56,7 @@ MNT_DETACH = 2
 # prctl(2) options, from <linux/prctl.h>.
 PR_SET_PDEATHSIG = 1
 PR_SET_KEEPCAPS = 8
+PR_SET_NAME = 15
 PR_CAPBSET_READ = 23
 PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
@@ -129,6 +130,13 @@ def setdomainname(name: str) -> None:
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     args = [ctypes.c_ulong(a) for a in (arg2, arg3, arg4, arg5)]
     return _check(_libc.prctl(ctypes.c_int(option), *args), f"prctl({option}, {arg2}, {arg3})")
+
+
+def set_process_name(name: bytes) -> None:
+    """Set the calling thread's name, which /proc/PID/comm shows (15 bytes at most; the kernel copies it)."""
+    buffer = ctypes.create_string_buffer(name[:15])
+    _check(_libc.prctl(ctypes.c_int(PR_SET_NAME), ctypes.cast(buffer, ctypes.c_void_p), ctypes.c_ulong(0),
+                       ctypes.c_ulong(0), ctypes.c_ulong(0)), f"prctl(PR_SET_NAME, {name!r})")
 
 
 class CapHeader(ctypes.Structure):
