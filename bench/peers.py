@@ -91,10 +91,10 @@ class Dockerd:
     """A private dockerd: own data root, exec root, socket and pid file; no iptables rules.
 
     ``bridge`` names an existing bridge for the default network, or is
-    ``"none"`` for no default network.
+    ``"none"`` for no default network. ``options`` are more dockerd flags.
     """
 
-    def __init__(self, workdir: Path, bridge: str) -> None:
+    def __init__(self, workdir: Path, bridge: str, options: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.socket = workdir / "docker.sock"
@@ -113,6 +113,7 @@ class Dockerd:
             "--ip-masq=false",
             "--ip-forward=false",
             "--log-level", "error",
+            *options,
         ]
         self.log_path = workdir / "dockerd.log"
         with self.log_path.open("wb") as log:

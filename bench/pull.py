@@ -3,17 +3,22 @@
 The image is a Debian bookworm minbase root filesystem, made with debootstrap
 from the machine's configured Debian mirror, packed as one gzip layer into an
 OCI layout and pushed to a registry on 127.0.0.1. Each round pulls it once
-with each tool, after removing the previous copy:
+with each tool, each into new directories, and deletes nothing until the end
+(see the comment in main about deleted inodes):
 
 - floor: `skopeo copy docker://... oci:DIR`, then `gzip -dc | tar -x` of each
   layer: the download and the unpack with no bookkeeping at all.
-- dockyard: `dockyard pull` into a fresh DOCKYARD_ROOT.
+- dockyard: `dockyard --root NEW pull`, run by a warm CLI server, as docker
+  pull is run by a running dockerd; and the same in the command's own process
+  (`DOCKYARD_CLI_SERVER=0`). The warm one first pulls a small busybox image
+  into the new root, untimed, as docker does.
 - docker: `docker pull` (Debian's docker.io 20.10) against a private dockerd
   started here with its own data root, exec root and socket, no bridge and no
-  iptables rules. `docker rmi` runs between rounds. dockerd pulls straight from
-  127.0.0.1 (an insecure registry), not through a docker.io mirror: a mirror
-  that fails makes dockerd fall back to the public Docker Hub, and a
-  benchmark must send no traffic off this machine.
+  iptables rules, a new one with a new data root each round, started and
+  warmed with an untimed pull of the busybox image. dockerd pulls straight from 127.0.0.1 (an insecure registry), not
+  through a docker.io mirror: a mirror that fails makes dockerd fall back to
+  the public Docker Hub, and a benchmark must send no traffic off this
+  machine.
 
 The report gives the median wall time of each tool over N rounds and the
 ratios against the targets (dockyard at most 2x the floor and at most 0.3x
@@ -50,8 +55,6 @@ from tests.support.registry import Registry, start_registry  # noqa: E402
 
 IMAGE_NAME = "library/bookworm-minbase"
 DOCKYARD = REPO / ".venv" / "bin" / "dockyard"
-DOCKER_CLIENT = Path("/usr/bin/docker")   # Debian's docker.io client, which matches its dockerd
-DOCKERD = Path("/usr/sbin/dockerd")
 FLOOR_TARGET = 2.0    # dockyard's time at most this multiple of the floor's
 DOCKER_TARGET = 0.3   # and at most this multiple of docker's
 
@@ -154,9 +157,11 @@ def pack_layout(rootfs: Path, layout_dir: Path) -> images.BuiltImage:
 
 @dataclass
 class Puller:
+    """A tool to time: ``prepare(n)`` gives it an empty destination for round n, untimed; ``pull`` is timed."""
+
     name: str
+    prepare: Callable[[int], None]
     pull: Callable[[], None]
-    remove: Callable[[], None]
     times: list[float] = field(default_factory=list)
 
     def timed_pull(self) -> float:
@@ -171,6 +176,11 @@ def floor_puller(reference: str, workdir: Path) -> Puller:
     """Return the floor: skopeo copy to an OCI layout, then ``gzip -dc | tar -x`` of each layer."""
     target = workdir / "floor"
 
+    def prepare(round_number: int) -> None:
+        nonlocal target
+        target = workdir / "floor" / f"round-{round_number}"
+        target.mkdir(parents=True)
+
     def pull() -> None:
         layout = target / "layout"
         run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{reference}", f"oci:{layout}:latest"])
@@ -183,103 +193,68 @@ def floor_puller(reference: str, workdir: Path) -> Puller:
             blob = layout / "blobs" / "sha256" / layer["digest"].removeprefix("sha256:")
             run(["bash", "-c", 'set -o pipefail; gzip -dc "$1" | tar -x -C "$2"', "unpack", str(blob), str(rootfs)])
 
-    def remove() -> None:
-        shutil.rmtree(target, ignore_errors=True)
-        target.mkdir()
-
-    return Puller("floor: skopeo copy, gzip -dc, tar -x", pull, remove)
+    return Puller("floor: skopeo copy, gzip -dc, tar -x", prepare, pull)
 
 
-def dockyard_puller(reference: str, workdir: Path) -> Puller:
-    root = workdir / "dockyard-root"
-    environment = dict(os.environ, DOCKYARD_ROOT=str(root), DOCKYARD_RUN_ROOT=str(workdir / "dockyard-run"))
+def dockyard_puller(reference: str, warm_reference: str, workdir: Path, server: bool) -> Puller:
+    """Return ``dockyard pull``, run by a warm CLI server when ``server`` is true, in its own process otherwise.
+
+    Each round pulls into a new root, given with ``--root`` so that the
+    environment, which selects the CLI server, stays the same. With the
+    server, an untimed pull of ``warm_reference`` into the new root comes
+    first, as for docker.
+    """
+    kind = "server" if server else "no-server"
+    environment = dict(os.environ, DOCKYARD_RUN_ROOT=str(workdir / f"dockyard-run-{kind}"),
+                       DOCKYARD_CLI_SERVER="1" if server else "0")
     # An empty config file, so that /etc/dockyard/config.toml on this machine changes nothing.
     config = workdir / "dockyard-config.toml"
     config.write_text("")
     environment["DOCKYARD_CONFIG"] = str(config)
+    root = workdir / f"dockyard-{kind}"
+
+    def prepare(round_number: int) -> None:
+        nonlocal root
+        root = workdir / f"dockyard-{kind}" / f"round-{round_number}"
+        if server:
+            # Untimed: starts the CLI server if it is not running, as dockerd runs before docker pull.
+            run([str(DOCKYARD), "--root", str(root), "pull", "--quiet", warm_reference], env=environment)
 
     def pull() -> None:
-        run([str(DOCKYARD), "pull", reference], env=environment)
+        run([str(DOCKYARD), "--root", str(root), "pull", reference], env=environment)
 
-    def remove() -> None:
-        shutil.rmtree(root, ignore_errors=True)
-
-    return Puller("dockyard pull", pull, remove)
+    name = "dockyard pull" if server else "dockyard pull, no CLI server (DOCKYARD_CLI_SERVER=0)"
+    return Puller(name, prepare, pull)
 
 
-class Dockerd:
-    """A private dockerd: own data root, exec root, socket and pid file; no bridge, no iptables."""
+def docker_puller(reference: str, warm_reference: str, workdir: Path, registry_host: str,
+                  started: list[peers.Dockerd]) -> Puller:
+    """Return ``docker pull`` against a private dockerd, a new one with a new data root each round.
 
-    def __init__(self, workdir: Path, registry_host: str) -> None:
-        self.workdir = workdir
-        self.socket = workdir / "docker.sock"
-        config = workdir / "daemon.json"
-        config.write_text("{}")
-        command = [
-            str(DOCKERD),
-            "--config-file", str(config),
-            "--data-root", str(workdir / "data"),
-            "--exec-root", str(workdir / "exec"),
-            "--pidfile", str(workdir / "dockerd.pid"),
-            "--host", f"unix://{self.socket}",
-            "--insecure-registry", registry_host,
-            "--bridge", "none",
-            "--iptables=false",
-            "--ip-masq=false",
-            "--ip-forward=false",
-            "--log-level", "error",
-        ]
-        self.log_path = workdir / "dockerd.log"
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        self.environment = dict(os.environ, DOCKER_HOST=f"unix://{self.socket}", DOCKER_CONFIG=str(workdir / "client"))
-        self._wait_until_ready()
+    Before the timed pull, the new dockerd pulls ``warm_reference``, an image
+    that shares no layer with the timed one, so that its first pull is not
+    timed. The dockerds are appended to ``started``, so that the caller stops
+    every one of them.
+    """
 
-    def _wait_until_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            probe = subprocess.run(
-                [str(DOCKER_CLIENT), "version", "--format", "{{.Server.Version}}"],
-                env=self.environment, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-            )
-            if probe.returncode == 0:
-                return
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"dockerd did not start; its log:\n{self.log_path.read_text(errors='replace')[-3000:]}")
+    def prepare(round_number: int) -> None:
+        if started:
+            started[-1].stop()
+        started.append(peers.Dockerd(workdir / "docker" / f"round-{round_number}", "none",
+                                     ("--insecure-registry", registry_host)))
+        started[-1].docker("pull", "--quiet", warm_reference)
 
-    def docker(self, *arguments: str) -> subprocess.CompletedProcess:
-        return run([str(DOCKER_CLIENT), *arguments], env=self.environment)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def docker_puller(dockerd: Dockerd, reference: str) -> Puller:
     def pull() -> None:
-        dockerd.docker("pull", "--quiet", reference)
+        started[-1].docker("pull", "--quiet", reference)
 
-    def remove() -> None:
-        listed = dockerd.docker("images", "--quiet", reference).stdout.split()
-        if listed:
-            dockerd.docker("rmi", reference)
-
-    return Puller("docker pull (dockerd 20.10)", pull, remove)
+    return Puller("docker pull (dockerd 20.10)", prepare, pull)
 
 
 # ---------------------------------------------------------------------------
 # Report
 
 
-def versions(dockerd: Dockerd | None) -> dict[str, str]:
+def versions(dockerd: peers.Dockerd | None) -> dict[str, str]:
     found = {
         "python": platform.python_version(),
         "skopeo": run(["skopeo", "--version"]).stdout.strip(),
@@ -323,12 +298,14 @@ def render(pullers: list[Puller], skipped: dict[str, str], details: dict[str, st
     for name, reason in skipped.items():
         lines.append(f"| {name} | not measured yet | {reason} | - | - |")
 
-    dockyard = medians.get("dockyard pull")
     targets = f"Targets: dockyard at most {FLOOR_TARGET}x the floor and at most {DOCKER_TARGET}x docker."
-    if dockyard is not None and floor and docker:
-        met_floor = "met" if dockyard <= FLOOR_TARGET * floor else "missed"
-        met_docker = "met" if dockyard <= DOCKER_TARGET * docker else "missed"
-        targets += f" This run: {dockyard / floor:.2f}x the floor ({met_floor}), {dockyard / docker:.2f}x docker ({met_docker})."
+    for name, median in medians.items():
+        if not name.startswith("dockyard") or not (floor and docker):
+            continue
+        met_floor = "met" if median <= FLOOR_TARGET * floor else "missed"
+        met_docker = "met" if median <= DOCKER_TARGET * docker else "missed"
+        targets += (f" {name}: {median / floor:.2f}x the floor ({met_floor}), "
+                    f"{median / docker:.2f}x docker ({met_docker}).")
 
     detail_lines = [f"- {key}: {value}" for key, value in details.items()]
     return "\n".join([*lines, "", targets, "", *detail_lines, f"- command: `{command}`", ""])
@@ -338,14 +315,19 @@ def write_doc(table: str, path: Path) -> None:
     """Replace the pull section of ``path`` (from its heading to the next ``## ``) with ``table``."""
     heading = "## Pull: Debian bookworm minbase from a local registry"
     intro = textwrap.fill(
-        "Each round first removes every tool's previous copy, calls `sync` and waits 31 s "
-        "(on ext4 without a journal, as here, files created within 30 s of a large deletion are "
-        "slowed by it), then pulls the same image once with each tool. The image is `debootstrap --variant=minbase bookworm` without package "
-        "caches, docs and locales, as one gzip layer, served by `docker-registry` on 127.0.0.1. "
-        "The floor is `skopeo copy` to an OCI layout plus `gzip -dc | tar -x` of the layer. "
-        "dockyard starts from an empty `DOCKYARD_ROOT` each round. docker is a private dockerd "
-        "with its own data root that pulls straight from 127.0.0.1, and `docker rmi` runs between "
-        "rounds. Times are wall-clock seconds with a warm page cache. Produced by `bench/pull.py`. "
+        "Each round pulls the same image once with each tool, in an order that rotates, each "
+        "into new directories, after `sync`. Nothing is deleted until the last round: on ext4 "
+        "without a journal, as here, every file created within 60 s of a large deletion (360 s "
+        "while the inode table is not yet written back) is several times slower to create, "
+        "whichever tool deleted. The image is `debootstrap --variant=minbase bookworm` without "
+        "package caches, docs and locales, as one gzip layer, served by `docker-registry` on "
+        "127.0.0.1. The floor is `skopeo copy` to an OCI layout plus `gzip -dc | tar -x` of the "
+        "layer. dockyard pulls into a new `--root` each round, once through its CLI server and "
+        "once in its own process (`DOCKYARD_CLI_SERVER=0`). docker is a private dockerd with a "
+        "new data root each round that pulls straight from 127.0.0.1. Before its timed pull, "
+        "each round's dockerd and the CLI server pull a small busybox image into their new "
+        "store, untimed, so neither times its first pull. Times are wall-clock "
+        "seconds with a warm page cache. Produced by `bench/pull.py`. "
         "[bench/README.md](../bench/README.md) describes the method.",
         width=78,
     )
@@ -360,8 +342,6 @@ def write_doc(table: str, path: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="rounds per tool (default 5); the report gives the median")
-    parser.add_argument("--settle", type=float, default=31.0,
-                        help="seconds to wait between removing the previous copies and the round's pulls (default 31)")
     parser.add_argument("--cache", type=Path, default=Path("/var/tmp/dockyard-bench"),
                         help="directory that keeps the debootstrap root and the OCI layout between benchmark runs")
     parser.add_argument("--skip", action="append", default=[], choices=["floor", "dockyard", "docker"],
@@ -375,7 +355,7 @@ def main() -> int:
         parser.error(f"--runs must be at least 1, not {args.runs}")
     required = {"debootstrap": "debootstrap", "skopeo": "skopeo", "docker-registry": "docker-registry"}
     if "docker" not in args.skip:
-        required[str(DOCKERD)] = "docker.io"
+        required[str(peers.DOCKERD)] = "docker.io"
     if "dockyard" not in args.skip:
         required[str(DOCKYARD)] = "dockyard (in .venv)"
     missing = [package for program, package in required.items() if shutil.which(program) is None]
@@ -389,37 +369,42 @@ def main() -> int:
     load_before = os.getloadavg()[0]
     workdir = Path(tempfile.mkdtemp(prefix="dockyard-bench-"))
     registry: Registry | None = None
-    dockerd: Dockerd | None = None
+    dockerds: list[peers.Dockerd] = []
     skipped: dict[str, str] = {}
     try:
         registry = start_registry(workdir / "registry")
         reference = f"{registry.host}/{IMAGE_NAME}:latest"
         images.push_layout(args.cache / "layout", registry.host, IMAGE_NAME)
+        # A small image that each warm tool pulls untimed into its new store first.
+        images.build_busybox(workdir / "busybox-layout", images.LayerCache())
+        images.push_layout(workdir / "busybox-layout", registry.host, "library/busybox")
+        warm_reference = f"{registry.host}/library/busybox:latest"
 
         pullers = []
         if "floor" not in args.skip:
             pullers.append(floor_puller(reference, workdir))
         if "dockyard" not in args.skip:
-            pullers.append(dockyard_puller(reference, workdir))
+            pullers.append(dockyard_puller(reference, warm_reference, workdir, server=True))
+            pullers.append(dockyard_puller(reference, warm_reference, workdir, server=False))
         else:
             skipped["dockyard pull"] = "skipped with --skip dockyard"
         if "docker" not in args.skip:
-            (workdir / "docker").mkdir()
-            dockerd = Dockerd(workdir / "docker", registry.host)
-            pullers.append(docker_puller(dockerd, reference))
+            pullers.append(docker_puller(reference, warm_reference, workdir, registry.host, dockerds))
 
         peers.compile_dockyard()
         for round_number in range(1, args.runs + 1):
-            # Every tool's previous copy is removed before any pull of the round, and the
-            # round waits args.settle seconds after that. On ext4 without a journal (this
-            # machine's root), creating a file skips every inode freed in the last 30 s,
-            # so a pull that follows a large deletion is slowed by it, whichever tool
-            # deleted; the wait gives every tool the same clean start.
+            # Nothing is deleted until every round is done. On ext4 without a journal (this
+            # machine's root), creating a file skips every inode freed in the last 60 s, or
+            # 360 s while its inode table block is dirty, and checks them one by one again
+            # for each new file; a pull that follows a large deletion is several times
+            # slower, whichever tool deleted. So each round pulls into new directories.
             for puller in pullers:
-                puller.remove()
-            os.sync()
-            time.sleep(args.settle)
-            for puller in pullers:
+                puller.prepare(round_number)
+            # The order rotates, so that no tool always comes first or last in a round.
+            shift = (round_number - 1) % len(pullers)
+            for puller in pullers[shift:] + pullers[:shift]:
+                # The previous pull's writeback must not land inside this one.
+                os.sync()
                 elapsed = puller.timed_pull()
                 print(f"round {round_number}: {puller.name}: {elapsed:.2f} s", file=sys.stderr)
 
@@ -428,7 +413,7 @@ def main() -> int:
             "machine": machine(),
             # Other work on the machine shows up here, and in the spread of the runs.
             "load average (1 min)": f"{load_before:.2f} before the rounds, {os.getloadavg()[0]:.2f} after",
-            **versions(dockerd),
+            **versions(dockerds[-1] if dockerds else None),
             "image": f"{reference}, manifest {built.digest}, layer {built.layer_digests[0]}",
             "layer size": f"{(args.cache / 'layout' / 'blobs' / 'sha256' / built.layer_digests[0].removeprefix('sha256:')).stat().st_size / 1e6:.1f} MB gzip",
         }
@@ -438,7 +423,7 @@ def main() -> int:
         if args.write:
             write_doc(table, args.write)
     finally:
-        if dockerd is not None:
+        for dockerd in dockerds:
             dockerd.stop()
         if registry is not None:
             registry.stop()
