@@ -511,3 +511,19 @@ def test_cgroup_in_use_is_rejected(make_bundle, lifecycle, state_root):
         lifecycle("intruder", second)
     assert container.oci_state("owner", state_root)["status"] == "created"
     assert not (state_root / "intruder").exists()
+
+
+def test_grace_period_moves_nothing():
+    import threading
+
+    from dockyard.runtime import cgroups
+
+    with open("/proc/self/cgroup") as file:
+        before = file.read()
+    cgroups.start_grace_period()
+    for thread in threading.enumerate():
+        if thread.name == "cgroup grace period":
+            thread.join(timeout=10)
+            assert not thread.is_alive(), "the grace period thread did not finish"
+    with open("/proc/self/cgroup") as file:
+        assert file.read() == before
