@@ -624,9 +624,9 @@ def render_memory(results: list[MemoryResult], engines: list[Engine], daemons: s
     lines.append(target)
     for result in results:
         if result.daemon_rss_kib:
-            lines.append(f"Not in {result.engine.label}'s row: its CLI server, which serves commands rather than "
-                         "containers and exits 30 s after the last command, had "
-                         f"{result.daemon_rss_kib / 1024:.1f} MiB RSS at the same moment.")
+            lines.append(f"Not in {result.engine.label}'s row: its CLI server and the server's monitor zygote, "
+                         "which serve commands rather than containers and exit 30 s after the last command, had "
+                         f"{result.daemon_rss_kib / 1024:.1f} MiB RSS together at the same moment.")
     if daemons:
         lines.append(daemons)
     return lines
@@ -661,7 +661,8 @@ def write_doc(report: str, path: Path) -> None:
         "default config (no seccomp filter, no network setup).",
         "dockyard's shared monitor outlives its last container by 10 s, and its CLI server (a warm process "
         "that forks a child per command) outlives its last command by 30 s, so runs timed back to back find "
-        "both running. The row marked \"no monitor or CLI server running\" times single runs that start them.",
+        "both running. The row marked \"no monitor or CLI server running\" times single runs that start them. "
+        "The CLI server's monitor zygote forks the monitor when none runs (see README.md).",
         "Memory: idle containers run `sleep 3600` with `--network none`. The figures are the summed VmRSS "
         "and Pss of what each engine keeps besides the containers' own processes, divided by the number "
         "of containers.",
