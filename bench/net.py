@@ -545,7 +545,8 @@ def write_doc(report: str, path: Path) -> None:
         "200. The container is removed, untimed, before the next run. Every round runs each engine once, in "
         "an order that rotates per round, after one untimed warmup round.",
         "An idle container keeps dockyard's shared monitor running during the rounds, as any running "
-        "container does. The row \"no monitor running\" times single runs that start the monitor first.",
+        "container does. The row \"no monitor running\" times single runs that start the monitor first: "
+        "the CLI server's monitor zygote forks it (see README.md), and the CLI server itself is running.",
         "docker-proxy listens before the container is reachable and accepts the first tries. One of them "
         "then waits for its 1 s timeout, which is most of docker's figure; `run -d` itself returned sooner, "
         "as its column shows.",
