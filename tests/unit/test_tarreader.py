@@ -230,3 +230,110 @@ def test_reader_agrees_with_tarfile(archive: tuple[list[tuple[tarfile.TarInfo, b
     members, fmt = archive
     data = build(members, fmt)
     assert read_with_reader(data, step) == read_with_tarfile(data)
+
+
+# Hand-made headers: numeric field forms that tar writers use ---------------------
+
+USTAR_FIELDS = {"name": (0, 100), "mode": (100, 8), "uid": (108, 8), "gid": (116, 8), "size": (124, 12),
+                "mtime": (136, 12), "chksum": (148, 8), "typeflag": (156, 1), "linkname": (157, 100),
+                "magic": (257, 8), "prefix": (345, 155)}
+
+
+def raw_header(signed_checksum: bool = False, **fields: bytes) -> bytes:
+    """Build one 512-byte ustar header from raw field bytes, with a valid checksum."""
+    values = {"name": b"f", "mode": b"0000644\x00", "uid": b"0000000\x00", "gid": b"0000000\x00",
+              "size": b"00000000000\x00", "mtime": b"13000000000\x00", "typeflag": b"0",
+              "magic": b"ustar\x0000", **fields}
+    block = bytearray(512)
+    for key, value in values.items():
+        offset, length = USTAR_FIELDS[key]
+        assert len(value) <= length, key
+        block[offset : offset + len(value)] = value
+    block[148:156] = b" " * 8
+    if signed_checksum:
+        total = sum(b - 256 if b > 127 else b for b in block)
+    else:
+        total = sum(block)
+    block[148:156] = b"%06o\x00 " % (total & 0o777777)
+    return bytes(block)
+
+
+def read_raw(header: bytes, data: bytes = b"") -> tarfile.TarInfo:
+    padding = -len(data) % 512
+    [info] = list(TarReader(io.BytesIO(header + data + bytes(padding) + bytes(1024))))
+    return info
+
+
+@pytest.mark.parametrize(("field", "expected"), [
+    (b"0000644\x00", 0o644),  # POSIX: digits and a NUL
+    (b"000644 \x00", 0o644),  # old GNU tar: a space and a NUL
+    (b"0000644 ", 0o644),  # a space and no NUL
+    (b"  644\x00\x00\x00", 0o644),  # leading spaces, NUL padding
+    (b"644\x00\x00\x00\x00\x00", 0o644),
+    (b"0644\x00xyz", 0o644),  # bytes after the first NUL are ignored
+    (b"\x00" * 8, 0),  # an empty field
+    (b" " * 8, 0),
+    (b"\x80\x00\x00\x00\x00\x00\x01\xa4", 0o644),  # base-256
+])
+def test_numeric_field_forms(field: bytes, expected: int) -> None:
+    info = read_raw(raw_header(mode=field))
+    assert info.mode == expected
+    with tarfile.open(fileobj=io.BytesIO(raw_header(mode=field) + bytes(1024)), mode="r|") as archive:
+        assert archive.next().mode == expected  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("field", "expected"), [
+    (b"\x80" + bytes(6) + b"\x01", 1),
+    (b"\x80\x00\x00\x01\x00\x00\x00\x00", 2**32),
+    (b"\xff" * 8, -1),  # negative base-256: the reader passes it on, the unpacker rejects it
+    (b"0001750 ", 1000),
+    (b"1750\x00   ", 1000),
+])
+def test_uid_field_forms(field: bytes, expected: int) -> None:
+    assert read_raw(raw_header(uid=field)).uid == expected
+
+
+def test_size_with_spaces_reads_content() -> None:
+    info = read_raw(raw_header(size=b"        14 \x00"), b"hello world!")  # octal 14 = 12 bytes
+    assert info.size == 12
+
+
+@pytest.mark.parametrize("field", [b"06x4\x00\x00\x00\x00", b"0o8\x00\x00\x00\x00\x00", b"9\x00\x00\x00\x00\x00\x00\x00"])
+def test_invalid_mode_field_raises(field: bytes) -> None:
+    with pytest.raises(tarfile.ReadError, match="invalid mode field"):
+        read_raw(raw_header(mode=field))
+
+
+def test_signed_checksum_accepted() -> None:
+    # Some old tar programs summed the header bytes as signed chars.
+    header = raw_header(signed_checksum=True, name="é-file".encode())
+    assert read_raw(header).name == "é-file"
+
+
+def test_checksum_of_high_bytes() -> None:
+    # The byte sum (about 90,000) exceeds 16 bits, and each half of the block is close
+    # to its maximum of 256 * 255.
+    header = raw_header(name=b"\xff" * 100, linkname=b"\xfe" * 100, prefix=b"\xfd" * 155, typeflag=b"2")
+    info = read_raw(header)
+    assert info.name == "\udcfd" * 155 + "/" + "\udcff" * 100
+    assert info.linkname == "\udcfe" * 100
+    corrupt = bytearray(header)
+    corrupt[50] = 0xFE
+    with pytest.raises(tarfile.ReadError, match="bad checksum"):
+        read_raw(bytes(corrupt))
+
+
+def test_checksum_field_without_trailing_space() -> None:
+    header = bytearray(raw_header())
+    header[148:156] = b"0" + header[148:155]  # "0NNNNNN\x00", seven digits and a NUL
+    assert read_raw(bytes(header)).name == "f"
+
+
+def test_read_data_views_stay_valid() -> None:
+    data = build([member("a", data=b"A" * 3000), member("b", data=b"B" * 3000)])
+    reader = TarReader(ShortReads(data, 1024))
+    views = []
+    for info in reader:
+        while chunk := reader.read_data(1000):
+            views.append(chunk)
+    assert b"".join(views) == b"A" * 3000 + b"B" * 3000

@@ -58,7 +58,7 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 MAX_SYMLINKS = 40
 
 _CHUNK = 1 << 20
-# Decompressed chunks of _CHUNK bytes that the decompressing thread may hold ahead of the reader.
+# Chunks (of up to _CHUNK bytes) that the decompressing or the hashing thread may hold queued.
 _PREFETCH_CHUNKS = 8
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -67,6 +67,10 @@ _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOE
 _DIR_CACHE_SIZE = 64
 # uid_t and gid_t value -1, which chown reads as "leave unchanged".
 _NO_ID = 0xFFFFFFFF
+# Mode bits that open, mkdir and symlink may not give a new inode (setuid, setgid, sticky).
+_SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
+# A directory's default ACL replaces the umask for the inodes created in it.
+_DEFAULT_ACL_XATTR = "system.posix_acl_default"
 
 
 @dataclass(frozen=True)
@@ -224,9 +228,8 @@ class _Prefetcher(io.RawIOBase):
     """A reader that calls ``source.read`` in a thread of its own, up to ``_PREFETCH_CHUNKS`` chunks ahead.
 
     zlib and zstd release the GIL while they decompress, so decompression then
-    runs on another CPU while the caller parses the tar and writes files. The
-    thread also computes the SHA-256 of the output (``digest``), which ``apply``
-    then takes as the diff ID. ``close`` stops the thread and closes ``source``.
+    runs on another CPU while the caller parses the tar and writes files.
+    ``close`` stops the thread and closes ``source``.
     """
 
     def __init__(self, source: IO[bytes]) -> None:
@@ -241,10 +244,9 @@ class _Prefetcher(io.RawIOBase):
         self._position = 0
         self._error: BaseException | None = None
         self._eof = False
-        self._hash = hashlib.sha256()
         # The thread holds no reference to self, so an unclosed reader is still collected, and closed.
         self._thread = threading.Thread(
-            target=_prefetch, args=(source, self._chunks, self._stop, self._hash), name="layer-decompress", daemon=True
+            target=_prefetch, args=(source, self._chunks, self._stop), name="layer-decompress", daemon=True
         )
         self._thread.start()
 
@@ -294,12 +296,6 @@ class _Prefetcher(io.RawIOBase):
         while self.read(_CHUNK):
             pass
 
-    def digest(self) -> str:
-        """Return ``sha256:<hex>`` of the whole output; valid once ``read`` has returned end of file."""
-        if not self._eof:
-            raise ValueError("the digest of a decompressed stream is known only at its end")
-        return "sha256:" + self._hash.hexdigest()
-
     def close(self) -> None:
         if self.closed:
             return
@@ -313,8 +309,8 @@ class _Prefetcher(io.RawIOBase):
         super().close()
 
 
-def _prefetch(source: IO[bytes], chunks: Any, stop: Any, hasher: Any) -> None:
-    """Read ``source`` into the queue ``chunks``, and into ``hasher``, until its end (an empty chunk), an error, or ``stop``."""
+def _prefetch(source: IO[bytes], chunks: Any, stop: Any) -> None:
+    """Read ``source`` into the queue ``chunks`` until its end (an empty chunk), an error, or ``stop``."""
     import queue
 
     def put(item: bytes | BaseException) -> bool:
@@ -329,7 +325,6 @@ def _prefetch(source: IO[bytes], chunks: Any, stop: Any, hasher: Any) -> None:
     try:
         while not stop.is_set():
             data = source.read(_CHUNK)
-            hasher.update(data)
             if not put(data) or not data:
                 return
     except BaseException as error:  # handed to the reading thread, which raises it
@@ -499,18 +494,30 @@ def read_file(lowers: Sequence[Path], path: str) -> bytes | None:
 # Unpacking --------------------------------------------------------------------
 
 
-class _DigestReader:
-    """A reader that hashes and counts everything read through it."""
+class _HashingReader:
+    """A reader that computes the SHA-256 of everything read through it in a thread of its own.
+
+    Only the calling thread reads ``raw``, and it hands each chunk over to the
+    hashing thread. hashlib releases the GIL while it hashes 2 KiB or more
+    (CPython 3.11), so hashing runs on another CPU while the caller parses the
+    tar and writes files. ``close`` stops the thread and leaves ``raw`` open.
+    """
 
     def __init__(self, raw: IO[bytes]) -> None:
+        import queue
+        import threading
+
         self._raw = raw
         self._hash = hashlib.sha256()
-        self.count = 0
+        # Bounded, so that a slow hashing thread holds back the reader instead of piling up chunks.
+        self._chunks: queue.Queue[bytes] = queue.Queue(maxsize=_PREFETCH_CHUNKS)
+        self._thread = threading.Thread(target=_hash_chunks, args=(self._chunks, self._hash), name="layer-hash", daemon=True)
+        self._thread.start()
 
     def read(self, size: int = -1) -> bytes:
         data = self._raw.read(size)
-        self._hash.update(data)
-        self.count += len(data)
+        if data:
+            self._chunks.put(data)
         return data
 
     def drain(self) -> None:
@@ -518,7 +525,20 @@ class _DigestReader:
             pass
 
     def digest(self) -> str:
+        """Return ``sha256:<hex>`` of everything read so far, and stop the thread."""
+        self.close()
         return "sha256:" + self._hash.hexdigest()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._chunks.put(b"")
+            self._thread.join()
+
+
+def _hash_chunks(chunks: Any, hasher: Any) -> None:
+    """Feed the chunks from the queue ``chunks`` to ``hasher`` until an empty one."""
+    while chunk := chunks.get():
+        hasher.update(chunk)
 
 
 def _escapes(directory: Sequence[str], link_target: str) -> bool:
@@ -542,11 +562,43 @@ def _proc_path(fd: int) -> str:
     return f"/proc/self/fd/{fd}"
 
 
-def _copy_xattrs(source: Path, dest: int | str, follow_symlinks: bool = True) -> None:
+def _copy_xattrs(source: Path, dest: int | str, follow_symlinks: bool = True) -> list[str]:
+    """Copy the xattrs of ``source``, except overlayfs metadata, to ``dest``, and return the names copied."""
+    copied = []
     for name in os.listxattr(source, follow_symlinks=False):
         if name.startswith(OVERLAY_XATTR_PREFIXES):
             continue
         os.setxattr(dest, name, os.getxattr(source, name, follow_symlinks=False), follow_symlinks=follow_symlinks)
+        copied.append(name)
+    return copied
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+def _umask() -> int | None:
+    """Return the process umask from /proc/self/status (Linux 4.7 and later), or None where it is not shown.
+
+    os.umask can only read the mask by setting it, which would change it for
+    a moment for every thread of the process.
+    """
+    with open("/proc/self/status", "rb") as status:
+        for line in status:
+            if line.startswith(b"Umask:"):
+                return int(line.split()[1], 8)
+    return None
+
+
+def _has_default_acl(fd: int) -> bool:
+    try:
+        os.getxattr(fd, _DEFAULT_ACL_XATTR)
+    except OSError as e:
+        if e.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+            return False
+        raise
+    return True
 
 
 class _Unpacker:
@@ -567,6 +619,26 @@ class _Unpacker:
         # fds dropped from ``dirs`` that the current member may still use; closed after it.
         self.retired: list[int] = []
 
+        # The creator's ids and the umask decide what a new inode gets, so that chown
+        # and chmod run only where they change something (see new_inode_exact).
+        # Until probe_root has run, no new inode counts as exact.
+        self.creator = (os.geteuid(), os.getegid())
+        self.umask = 0o777
+        # Every directory of this snapshot that has the setgid bit, as far as this
+        # apply has set it. Extra entries only cost a chown or chmod.
+        self.setgid_dirs: set[tuple[str, ...]] = set()
+        # Set once any directory of the snapshot has a default ACL, and then every mode is set with chmod.
+        self.default_acl = True
+
+    def probe_root(self) -> None:
+        """Read the umask and the snapshot root's setgid bit and default ACL, which decide what new inodes get."""
+        umask = _umask()
+        # An unknown umask makes every mode go through chmod.
+        self.umask = umask if umask is not None else 0o777
+        if os.fstat(self.root_fd).st_mode & stat.S_ISGID:
+            self.setgid_dirs.add(())
+        self.default_acl = _has_default_acl(self.root_fd)
+
     def unsafe(self, reason: str) -> UnsafeLayer:
         return UnsafeLayer(self.layer, self.member, reason)
 
@@ -580,8 +652,11 @@ class _Unpacker:
         """
         if "\0" in name:
             raise self.invalid("the name contains a NUL byte")
+        parts = name.split("/")
+        if "" not in parts and "." not in parts and ".." not in parts:
+            return tuple(parts)
         comps: list[str] = []
-        for comp in name.split("/"):
+        for comp in parts:
             if comp in ("", "."):
                 continue
             if comp == "..":
@@ -704,10 +779,13 @@ class _Unpacker:
             if lower is not None and lower_st is not None and stat.S_ISDIR(lower_st.st_mode):
                 os.chown(fd, lower_st.st_uid, lower_st.st_gid)
                 os.chmod(fd, stat.S_IMODE(lower_st.st_mode))
-                _copy_xattrs(lower, fd)
+                if _DEFAULT_ACL_XATTR in _copy_xattrs(lower, fd):
+                    self.default_acl = True
                 self.dir_times[tuple(comps)] = lower_st.st_mtime_ns
+                self.note_dir_mode(tuple(comps), lower_st.st_mode)
             else:
                 os.chmod(fd, 0o755)
+                self.note_dir_mode(tuple(comps), 0o755)
             if existing is not None:
                 os.setxattr(fd, OPAQUE_XATTR, b"y")
         except BaseException:
@@ -743,10 +821,12 @@ class _Unpacker:
     # Metadata -------------------------------------------------------------
 
     def ids(self, info: tarfile.TarInfo) -> tuple[int, int]:
-        for value, kind in ((info.uid, "uid"), (info.gid, "gid")):
-            if not 0 <= value < _NO_ID:
-                raise self.unsafe(f"{kind} {value} is out of range")
-        return info.uid, info.gid
+        uid, gid = info.uid, info.gid
+        if not 0 <= uid < _NO_ID:
+            raise self.unsafe(f"uid {uid} is out of range")
+        if not 0 <= gid < _NO_ID:
+            raise self.unsafe(f"gid {gid} is out of range")
+        return uid, gid
 
     def xattrs(self, info: tarfile.TarInfo) -> dict[str, bytes]:
         result = {}
@@ -759,13 +839,41 @@ class _Unpacker:
             result[name] = value.encode("utf-8", "surrogateescape")
         return result
 
-    def set_inode_metadata(self, target: int | str, uid: int, gid: int, mode: int, xattrs: dict[str, bytes]) -> None:
-        """Set owner, mode and xattrs on ``target``: an fd opened for reading or writing, or a path to follow."""
+    def set_inode_metadata(
+        self, target: int | str, uid: int, gid: int, mode: int, xattrs: dict[str, bytes], created: bool = False
+    ) -> None:
+        """Set owner, mode and xattrs on ``target``: an fd opened for reading or writing, or a path to follow.
+
+        With ``created``, ``target`` was just created with ``mode`` in a directory
+        that ``self.new_inode_exact`` found exact for it, and chown and chmod are
+        made only where they still change something.
+        """
         # chown clears setuid, setgid and security.capability, so it goes first.
-        os.chown(target, uid, gid)
-        os.chmod(target, mode)
+        if not created or (uid, gid) != self.creator:
+            os.chown(target, uid, gid)
+        if not created or mode & _SPECIAL_BITS:
+            os.chmod(target, mode)
         for key, value in xattrs.items():
             self.set_xattr(target, key, value)
+
+    def new_inode_exact(self, parent: tuple[str, ...], mode: int) -> bool:
+        """Tell whether an inode created in the directory ``parent`` with ``mode`` gets those permission bits and the creator's ids.
+
+        A new inode is owned by the process's effective uid and gid, but takes
+        its directory's group when that directory is setgid (and a new directory
+        then takes the setgid bit too). Its mode is the requested one without the
+        umask's bits, unless the directory has a default ACL, which applies
+        instead. The setuid, setgid and sticky bits are left out of the check,
+        because ``set_inode_metadata`` always sets them with chmod.
+        """
+        return not (mode & self.umask or self.default_acl or parent in self.setgid_dirs)
+
+    def note_dir_mode(self, comps: tuple[str, ...], mode: int) -> None:
+        """Record whether the directory ``comps`` now has the setgid bit."""
+        if mode & stat.S_ISGID:
+            self.setgid_dirs.add(comps)
+        else:
+            self.setgid_dirs.discard(comps)
 
     def set_special_metadata(self, parent_fd: int, name: str, info: tarfile.TarInfo) -> None:
         """Set the metadata of a device or FIFO through an ``O_PATH`` fd, because opening it could block or reach a device."""
@@ -782,6 +890,8 @@ class _Unpacker:
 
     def set_xattr(self, target: int | str, key: str, value: bytes, follow_symlinks: bool = True) -> None:
         """Set one xattr from the layer, skipping it with a warning where the filesystem has no support for it."""
+        if key == _DEFAULT_ACL_XATTR:
+            self.default_acl = True
         try:
             os.setxattr(target, key, value, follow_symlinks=follow_symlinks)
         except OSError as e:
@@ -809,28 +919,32 @@ class _Unpacker:
         if not comps:
             self.apply_root(info)
             return
-        if comps[0].startswith(WHITEOUT_META_PREFIX):
-            # NOTE: a hard link to a file under ".wh..wh.plnk" (old AUFS layers)
-            # therefore fails as "not found", because the plink directory is not unpacked.
-            log.debug("layer %s: skipped AUFS metadata member %s", self.layer, self.member)
-            return
         name = comps[-1]
-        if name.startswith(WHITEOUT_PREFIX):
-            self.apply_whiteout(comps)
-            return
-        if info.islnk():
+        # One substring test spares most members the two prefix tests.
+        if WHITEOUT_PREFIX in info.name:
+            if comps[0].startswith(WHITEOUT_META_PREFIX):
+                # NOTE: a hard link to a file under ".wh..wh.plnk" (old AUFS layers)
+                # therefore fails as "not found", because the plink directory is not unpacked.
+                log.debug("layer %s: skipped AUFS metadata member %s", self.layer, self.member)
+                return
+            if name.startswith(WHITEOUT_PREFIX):
+                self.apply_whiteout(comps)
+                return
+        # The type is compared here as TarInfo's isreg(), isdir() and the like compare it.
+        member_type = info.type
+        if member_type == tarfile.LNKTYPE:
             self.apply_hardlink(comps, info)
             return
 
         parent_fd = self.open_dir(comps[:-1], create=True)
         assert parent_fd is not None
-        if info.isdir():
+        if member_type in tarfile.REGULAR_TYPES:
+            self.write_file(parent_fd, comps, archive, info)
+        elif member_type == tarfile.DIRTYPE:
             self.make_dir(parent_fd, comps, info)
-        elif info.isreg():
-            self.write_file(parent_fd, name, archive, info)
-        elif info.issym():
+        elif member_type == tarfile.SYMTYPE:
             self.replace(parent_fd, name, lambda: os.symlink(info.linkname, name, dir_fd=parent_fd))
-            self.set_symlink_metadata(parent_fd, name, info)
+            self.set_symlink_metadata(parent_fd, comps, info)
         elif info.ischr() or info.isblk():
             if info.ischr() and info.devmajor == 0 and info.devminor == 0:
                 raise self.unsafe(
@@ -852,15 +966,19 @@ class _Unpacker:
             raise self.unsafe("the layer root can only be a directory")
         uid, gid = self.ids(info)
         self.set_inode_metadata(self.root_fd, uid, gid, stat.S_IMODE(info.mode), self.xattrs(info))
+        self.note_dir_mode((), info.mode)
         self.dir_times[()] = int(info.mtime * 1_000_000_000)
 
     def make_dir(self, parent_fd: int, comps: tuple[str, ...], info: tarfile.TarInfo) -> None:
         uid, gid = self.ids(info)
         xattrs = self.xattrs(info)
+        mode = stat.S_IMODE(info.mode)
         name = comps[-1]
+        created = self.new_inode_exact(comps[:-1], mode)
         try:
-            os.mkdir(name, 0o700, dir_fd=parent_fd)
+            os.mkdir(name, mode & 0o777 if created else 0o700, dir_fd=parent_fd)
         except FileExistsError:
+            created = False
             st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
             # An existing directory keeps its contents and any opaque xattr; its metadata is set again.
             if not stat.S_ISDIR(st.st_mode):
@@ -873,30 +991,41 @@ class _Unpacker:
         # Cached, because the directory's own members usually come next.
         fd = self.open_dir(comps, create=False)
         assert fd is not None
-        self.set_inode_metadata(fd, uid, gid, stat.S_IMODE(info.mode), xattrs)
+        self.set_inode_metadata(fd, uid, gid, mode, xattrs, created)
+        self.note_dir_mode(comps, mode)
         self.dir_times[comps] = int(info.mtime * 1_000_000_000)
 
-    def write_file(self, parent_fd: int, name: str, archive: TarReader, info: tarfile.TarInfo) -> None:
+    def write_file(self, parent_fd: int, comps: tuple[str, ...], archive: TarReader, info: tarfile.TarInfo) -> None:
         uid, gid = self.ids(info)
         xattrs = self.xattrs(info)
         mtime_ns = int(info.mtime * 1_000_000_000)
-        fd = self.replace(parent_fd, name, lambda: os.open(name, _CREATE_FLAGS, 0o600, dir_fd=parent_fd))
+        mode = stat.S_IMODE(info.mode)
+        name = comps[-1]
+        created = self.new_inode_exact(comps[:-1], mode)
+        # An fd opened for writing by the creating open can write whatever the file's mode.
+        create_mode = mode & 0o777 if created else 0o600
+        fd = self.replace(parent_fd, name, lambda: os.open(name, _CREATE_FLAGS, create_mode, dir_fd=parent_fd))
         try:
-            while chunk := archive.read_data(_CHUNK):
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view) :]
+            unread = info.size
+            while unread and (chunk := archive.read_data(_CHUNK)):
+                unread -= len(chunk)
+                written = os.write(fd, chunk)
+                if written < len(chunk):
+                    _write_all(fd, memoryview(chunk)[written:])
             # The fd is the new file's own, so metadata cannot land anywhere else.
-            self.set_inode_metadata(fd, uid, gid, stat.S_IMODE(info.mode), xattrs)
+            self.set_inode_metadata(fd, uid, gid, mode, xattrs, created)
             os.utime(fd, ns=(mtime_ns, mtime_ns))
         finally:
             os.close(fd)
         self.size += info.size
 
-    def set_symlink_metadata(self, parent_fd: int, name: str, info: tarfile.TarInfo) -> None:
+    def set_symlink_metadata(self, parent_fd: int, comps: tuple[str, ...], info: tarfile.TarInfo) -> None:
         uid, gid = self.ids(info)
         mtime_ns = int(info.mtime * 1_000_000_000)
-        os.chown(name, uid, gid, dir_fd=parent_fd, follow_symlinks=False)
+        name = comps[-1]
+        # Only the owner needs checking, because a symlink's mode is always 0777.
+        if (uid, gid) != self.creator or comps[:-1] in self.setgid_dirs:
+            os.chown(name, uid, gid, dir_fd=parent_fd, follow_symlinks=False)
         for key, value in self.xattrs(info).items():
             self.set_xattr(f"{_proc_path(parent_fd)}/{name}", key, value, follow_symlinks=False)
         os.utime(name, ns=(mtime_ns, mtime_ns), dir_fd=parent_fd, follow_symlinks=False)
@@ -1042,17 +1171,21 @@ def apply(tar_stream: BinaryIO, target: Path, layer: str, lowers: Sequence[Path]
     any error ``target`` is removed.
     """
     target = Path(target)
-    # A prefetching reader hashes in its own thread, off this one's path.
-    reader = tar_stream if isinstance(tar_stream, _Prefetcher) else _DigestReader(tar_stream)
     try:
         root_fd = os.open(target, _DIR_FLAGS)
     except OSError as e:
         raise StoreError(f"cannot open snapshot directory {target} for layer {layer}: {e.strerror}") from e
     unpacker = _Unpacker(root_fd, target, layer, lowers)
     log.debug("unpacking layer %s into %s", layer, target)
+    reader: _HashingReader | None = None
     try:
         if os.listdir(root_fd):
             raise StoreError(f"snapshot directory {target} for layer {layer} is not empty")
+        unpacker.probe_root()
+        # Hashing in this thread would cost about as much time as parsing the tar.
+        # It gets a thread of its own even after a prefetching reader, whose
+        # thread is busy decompressing.
+        reader = _HashingReader(tar_stream)
         # An empty stream is read as an empty layer.
         archive = TarReader(reader)
         for info in archive:
@@ -1061,6 +1194,8 @@ def apply(tar_stream: BinaryIO, target: Path, layer: str, lowers: Sequence[Path]
         reader.drain()
         unpacker.set_dir_times()
     except BaseException as e:
+        if reader is not None:
+            reader.close()
         unpacker.close()
         os.close(root_fd)
         remove_tree(target)

@@ -21,13 +21,16 @@ The reader never interprets a member's path. Safety checks belong to the unpacke
 
 from __future__ import annotations
 
+import struct
 import tarfile
 from collections.abc import Iterator
 from typing import Protocol
+from zlib import adler32
 
 BLOCK = 512
 _READ_SIZE = 1 << 20
 _ZERO_BLOCK = bytes(BLOCK)
+_EMPTY_VIEW = memoryview(b"")
 _USTAR_MAGIC = b"ustar\x00"  # POSIX ustar and pax; GNU writes b"ustar  \x00" and has no prefix field
 _PAX_TYPES = (b"x", b"X")  # "X" is Solaris' name for a pax extended header
 _GLOBAL_PAX_TYPE = b"g"
@@ -38,6 +41,11 @@ _METADATA_TYPES = (*_PAX_TYPES, _GLOBAL_PAX_TYPE, _LONG_NAME_TYPE, _LONG_LINK_TY
 # Pax headers and long names are read whole into memory, so their size is capped (as Go's archive/tar does, at 1 MiB).
 MAX_METADATA_SIZE = 1 << 20
 _REGULAR_OLD_TYPE = b"\x00"  # pre-POSIX regular file; a directory when the name ends in "/"
+_CONTENT_TYPES = frozenset(tarfile.REGULAR_TYPES)  # among the supported types, those stored with content
+# The ustar header fields that the reader uses, in order: name, mode, uid, gid, size, mtime,
+# chksum, typeflag, linkname, magic, devmajor, devminor and prefix. The version (2 bytes),
+# uname and gname (32 bytes each) are skipped, and the last 12 bytes of the block are padding.
+_HEADER = struct.Struct("100s8s8s8s12s12s8sc100s6s2x32x32x8s8s155s")
 
 
 class Readable(Protocol):
@@ -56,6 +64,17 @@ def _text(field: bytes) -> str:
 
 def _number(field: bytes, what: str) -> int:
     """Parse a numeric header field: octal text, or base-256 when the first byte has its high bit set."""
+    # Fast path for octal digits padded with NULs and spaces, and for a field of
+    # only those (zero). int() rejects NUL and non-ASCII bytes (so base-256 too) and
+    # strips the same ASCII whitespace as bytes.strip(), so it returns the number that
+    # the general parse below would, or raises and leaves the field to that parse.
+    text = field.rstrip(b" \x00")
+    if not text:
+        return 0
+    try:
+        return int(text, 8)
+    except ValueError:
+        pass
     if field[0] in (0o200, 0o377):
         value = int.from_bytes(field[1:], "big")
         if field[0] == 0o377:
@@ -69,10 +88,13 @@ def _number(field: bytes, what: str) -> int:
         raise tarfile.ReadError(f"invalid {what} field {field!r} in a tar header") from None
 
 
-def _checksum_matches(block: bytes) -> bool:
-    stored = _number(block[148:156], "checksum")
-    # The checksum is computed with its own field as eight spaces (0x20 * 8 = 256).
-    unsigned = sum(block) - sum(block[148:156]) + 256
+def _checksum_matches(block: bytes, field: bytes) -> bool:
+    """Check the header ``block`` against its checksum ``field`` (bytes 148 to 156)."""
+    stored = _number(field, "checksum")
+    # The low 16 bits of Adler-32 are 1 + the byte sum modulo 65521, and 256 bytes sum
+    # to at most 65280, so two halves give the exact unsigned sum in C. The checksum
+    # is computed with its own field as eight spaces (0x20 * 8 = 256).
+    unsigned = (adler32(block[:256]) & 0xFFFF) + (adler32(block[256:]) & 0xFFFF) - 2 - sum(field) + 256
     if stored == unsigned:
         return True
     # Some old tar programs summed signed bytes.
@@ -162,26 +184,31 @@ class TarReader:
 
     def _read_header_block(self) -> bytes | None:
         """Return the next 512-byte block, or None at the end of the stream; raise ReadError for a partial block."""
-        if self._position == len(self._buffer):
+        position = self._position
+        if position + BLOCK <= len(self._buffer):
+            self._position = position + BLOCK
+            return self._buffer[position : position + BLOCK]
+        if position == len(self._buffer):
             self._buffer, self._position = self._stream.read(_READ_SIZE), 0
             if not self._buffer:
                 return None
         return self._read_exact(BLOCK)
 
-    def read_data(self, size: int) -> bytes:
-        """Read up to ``size`` bytes of the current member's content; b"" at its end."""
+    def read_data(self, size: int) -> memoryview:
+        """Read up to ``size`` bytes of the current member's content; an empty view at its end.
+
+        The view is into the reader's buffer, so the content is not copied. It
+        stays valid after later reads, because a buffer is replaced, never changed.
+        """
         size = min(size, self._remaining)
         if size <= 0:
-            return b""
-        buffered = len(self._buffer) - self._position
-        if buffered:
-            data = self._buffer[self._position : self._position + size]
-            self._position += len(data)
-        else:
-            # Large contents go straight from the stream, without a copy into the buffer.
-            data = self._stream.read(size)
-            if not data:
+            return _EMPTY_VIEW
+        if self._position == len(self._buffer):
+            self._buffer, self._position = self._stream.read(_READ_SIZE), 0
+            if not self._buffer:
                 raise tarfile.ReadError(f"unexpected end of data: the tar stream ends inside a member at offset {self.offset}")
+        data = memoryview(self._buffer)[self._position : self._position + size]
+        self._position += len(data)
         self._remaining -= len(data)
         return data
 
@@ -189,15 +216,22 @@ class TarReader:
 
     def _member_data(self, size: int) -> bytes:
         """Read a metadata member's content (pax records, a long name) with its padding."""
-        data = self._read_exact(size)
-        self._skip(-size % BLOCK)
-        self.offset += BLOCK + size + (-size % BLOCK)
+        padded = size + (-size % BLOCK)
+        position = self._position
+        if position + padded <= len(self._buffer):
+            self._position = position + padded
+            data = self._buffer[position : position + size]
+        else:
+            data = self._read_exact(size)
+            self._skip(padded - size)
+        self.offset += BLOCK + padded
         return data
 
     def next(self) -> tarfile.TarInfo | None:
         """Return the next member's header, or None at the end of the archive."""
-        self._skip(self._remaining + self._padding)
-        self._remaining = self._padding = 0
+        if self._remaining or self._padding:
+            self._skip(self._remaining + self._padding)
+            self._remaining = self._padding = 0
         local_pax: dict[str, str] = {}
         long_name: str | None = None
         long_link: str | None = None
@@ -209,13 +243,16 @@ class TarReader:
                 return None
             if block == _ZERO_BLOCK:
                 return None
-            if not _checksum_matches(block):
+            fields = _HEADER.unpack_from(block)
+            if not _checksum_matches(block, fields[6]):
                 raise tarfile.ReadError(f"bad checksum in the tar header at offset {self.offset}")
-            kind = block[156:157]
-            size = _number(block[124:136], "size")
+            kind = fields[7]
+            size = _number(fields[4], "size")
             if size < 0:
                 raise tarfile.ReadError(f"negative size {size} in the tar header at offset {self.offset}")
-            if kind in _METADATA_TYPES and size > MAX_METADATA_SIZE:
+            if kind not in _METADATA_TYPES:
+                return self._member(fields, kind, size, local_pax, long_name, long_link)
+            if size > MAX_METADATA_SIZE:
                 raise tarfile.ReadError(
                     f"extended header of {size} bytes at offset {self.offset} is larger than the "
                     f"{MAX_METADATA_SIZE} bytes allowed"
@@ -227,23 +264,23 @@ class TarReader:
                 self._global_pax.update(parse_pax(self._member_data(size)))
             elif kind == _LONG_NAME_TYPE:
                 long_name = _text(self._member_data(size))
-            elif kind == _LONG_LINK_TYPE:
-                long_link = _text(self._member_data(size))
             else:
-                return self._member(block, kind, size, local_pax, long_name, long_link)
+                long_link = _text(self._member_data(size))
 
     def _member(
         self,
-        block: bytes,
+        fields: tuple[bytes, ...],
         kind: bytes,
         size: int,
         local_pax: dict[str, str],
         long_name: str | None,
         long_link: str | None,
     ) -> tarfile.TarInfo:
-        name = _text(block[0:100])
-        if block[257:263] == _USTAR_MAGIC and block[345] != 0:
-            name = _text(block[345:500]) + "/" + name
+        """Build the TarInfo of a file-system member from its header ``fields`` (as ``_HEADER`` unpacks them)."""
+        name_field, mode, uid, gid, _, mtime, _, _, linkname, magic, devmajor, devminor, prefix = fields
+        name = _text(name_field)
+        if magic == _USTAR_MAGIC and prefix[0] != 0:
+            name = _text(prefix) + "/" + name
         if kind == _REGULAR_OLD_TYPE and name.endswith("/"):
             kind = tarfile.DIRTYPE
         if long_name is not None:
@@ -251,28 +288,34 @@ class TarReader:
 
         info = tarfile.TarInfo(name)
         info.type = kind
-        info.mode = _number(block[100:108], "mode")
-        info.uid = _number(block[108:116], "uid")
-        info.gid = _number(block[116:124], "gid")
+        info.mode = _number(mode, "mode")
+        info.uid = _number(uid, "uid")
+        info.gid = _number(gid, "gid")
         info.size = size
-        info.mtime = _number(block[136:148], "mtime")
-        info.linkname = long_link if long_link is not None else _text(block[157:257])
-        info.devmajor = _number(block[329:337], "devmajor")
-        info.devminor = _number(block[337:345], "devminor")
+        info.mtime = _number(mtime, "mtime")
+        if long_link is not None:
+            info.linkname = long_link
+        elif linkname[0] != 0:
+            info.linkname = _text(linkname)
+        info.devmajor = _number(devmajor, "devmajor")
+        info.devminor = _number(devminor, "devminor")
         info.offset = self.offset
 
         pax = {**self._global_pax, **local_pax} if self._global_pax else local_pax
         if pax:
             self._apply_pax(info, pax)
-        if info.isdir():
+        if kind == tarfile.DIRTYPE:
             info.name = info.name.rstrip("/")  # as tarfile does; "/" becomes "", the root
         if kind == _SPARSE_TYPE or any(key.startswith("GNU.sparse.") for key in pax):
             raise tarfile.ReadError(f"member {info.name!r} is a sparse file, which layers here cannot contain")
 
         # Only regular files (and unknown types, as tarfile does) have content in the archive.
-        self._remaining = info.size if kind not in tarfile.SUPPORTED_TYPES or info.isreg() else 0
-        self._padding = -self._remaining % BLOCK
-        self.offset += BLOCK + self._remaining + self._padding
+        if kind in _CONTENT_TYPES or kind not in tarfile.SUPPORTED_TYPES:
+            self._remaining = info.size
+            self._padding = -info.size % BLOCK
+            self.offset += BLOCK + info.size + self._padding
+        else:
+            self.offset += BLOCK
         return info
 
     @staticmethod
