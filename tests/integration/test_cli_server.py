@@ -21,8 +21,8 @@ from tests.support.images import ImageSet
 pytestmark = pytest.mark.integration
 
 
-def children_of(pid: int) -> list[int]:
-    """The command processes the server ``pid`` forked: its children but its monitor zygote."""
+def processes() -> list[tuple[int, bytes, int]]:
+    """Every process that is still there to read, as (pid, process name, parent pid)."""
     found = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -32,10 +32,14 @@ def children_of(pid: int) -> list[int]:
                 data = file.read()
         except OSError:
             continue
-        name_in_stat = data[data.index(b"(") + 1 : data.rindex(b")")]
-        if int(data[data.rindex(b")") + 2:].split()[1]) == pid and name_in_stat != b"dockyard-zygote":
-            found.append(int(name))
+        found.append((int(name), data[data.index(b"(") + 1 : data.rindex(b")")],
+                      int(data[data.rindex(b")") + 2:].split()[1])))
     return found
+
+
+def children_of(pid: int) -> list[int]:
+    """The command processes the server ``pid`` forked: its children but its monitor zygote."""
+    return [child for child, name, parent in processes() if parent == pid and name != b"dockyard-zygote"]
 
 
 def alive(pid: int) -> bool:
@@ -208,17 +212,9 @@ def test_server_exits_when_idle(dockyard: Dockyard, monkeypatch: pytest.MonkeyPa
 
 def zygote_of(server: int) -> int | None:
     """The pid of the monitor zygote that the server ``server`` started, if it runs."""
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as file:
-                data = file.read()
-        except OSError:
-            continue
-        fields = data[data.rindex(b")") + 2:].split()
-        if data[data.index(b"(") + 1 : data.rindex(b")")] == b"dockyard-zygote" and int(fields[1]) == server:
-            return int(name)
+    for pid, name, parent in processes():
+        if parent == server and name == b"dockyard-zygote":
+            return pid
     return None
 
 
