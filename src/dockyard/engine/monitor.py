@@ -624,10 +624,6 @@ class Monitor:
             self.cancel(container.restart_timer)
             container.restart_timer = None
             container.stopping = False
-            from dockyard.runtime import cgroups
-
-            # Any runtime moves the container's init into a cgroup; see start_grace_period.
-            cgroups.start_grace_period()
             try:
                 self.start(container)
             except BaseException:

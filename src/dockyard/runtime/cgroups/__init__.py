@@ -134,10 +134,11 @@ def start_grace_period() -> None:
     period (6 to 15 ms on this project's test machines), and writers that come
     within about one more grace period do not wait (``rcu_sync`` in Linux's
     ``kernel/rcu/sync.c``). The thread moves this process into the cgroup it
-    is in already, which changes nothing but takes the lock; called while a
-    container is being prepared, it takes most of that wait off the start.
-    Failures only cost the time this would save, so they are logged and
-    ignored.
+    is in already, which changes nothing but takes the lock; started while a
+    container is being prepared, it takes part of that wait off the start.
+    The kernel waits while holding ``cgroup_mutex``, which making or removing
+    a cgroup directory also takes, so those should come first. Failures only
+    cost the time this would save, so they are logged and ignored.
     """
     import threading
 
@@ -199,6 +200,10 @@ class Cgroup:
             raise RuntimeFailure(f"cgroup {self.path} is already in use by processes {sorted(busy)[:5]}")
         for hierarchy, directory in self.directories:
             self._make(hierarchy, directory)
+        # The init joins next. The grace period holds cgroup_mutex, which mkdir
+        # needs too, so it starts once the directories exist.
+        start_grace_period()
+        for hierarchy, directory in self.directories:
             if hierarchy.version == 1:
                 for controller in hierarchy.controllers:
                     v1.apply(controller, directory, resources, devices)
