@@ -164,15 +164,21 @@ def dockyard_engine(workdir: Path, reference: str) -> tuple[Engine, run_bench.En
         "DOCKYARD_CONFIG": str(config),
     }
 
-    def is_helper(process: run_bench.Process) -> bool:
+    def is_dockyard(process: run_bench.Process) -> bool:
         if "dockyard" not in " ".join(process.cmdline):
             return False
         return str(root) in " ".join(process.cmdline) or process.environ_value("DOCKYARD_ROOT") == str(root)
 
+    def is_helper(process: run_bench.Process) -> bool:
+        return is_dockyard(process) and not run_bench.is_cli_server(process)
+
+    def is_daemon(process: run_bench.Process) -> bool:
+        return is_dockyard(process) and run_bench.is_cli_server(process)
+
     engine = Engine("dockyard", "dockyard (monitor running)", lambda *arguments: [str(DOCKYARD), *arguments],
                     reference, environment)
     cleanup_view = run_bench.Engine(key="dockyard", label="dockyard", environment=environment, run_commands={},
-                                    is_helper=is_helper)
+                                    is_helper=is_helper, is_daemon=is_daemon)
     return engine, cleanup_view
 
 
