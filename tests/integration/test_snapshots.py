@@ -11,6 +11,7 @@ import pytest
 
 from dockyard.errors import InvalidArgument, NotFound, StoreError, UnsafeLayer
 from dockyard.image import layer
+from dockyard.storage import snapshots
 from dockyard.storage.snapshots import SnapshotStore
 from tests.support.layers import directory, file, hardlink, opaque, symlink, tar_bytes, whiteout
 
@@ -152,3 +153,46 @@ def test_stale_work_directories_cleared(tmp_path):
     assert not stale.exists()
     assert other.exists()
     assert os.listdir(tmp_path / "tmp") == [other.name]
+
+
+def wait_flushed(snapshot_fs, timeout=30.0):
+    """Wait until the snapshot's detached flush has deleted its ``unsynced`` marker; True if it did."""
+    marker = snapshot_fs.parent / snapshots.UNSYNCED
+    deadline = time.monotonic() + timeout
+    while marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return not marker.exists()
+
+
+def test_new_snapshot_flushed_later(tmp_path):
+    store = SnapshotStore(tmp_path)
+    created = store.create(chain(1), None, filler([file("a", b"a")]))
+    marker = created.parent / snapshots.UNSYNCED
+    if marker.exists():
+        assert marker.read_text().strip() == snapshots.boot_id()
+    assert wait_flushed(created), "the flush never deleted the unsynced marker"
+    assert store.get(chain(1)) == created
+
+
+def test_unflushed_snapshot_of_earlier_boot_replaced(tmp_path):
+    store = SnapshotStore(tmp_path)
+    created = store.create(chain(1), None, filler([file("a", b"old")]))
+    assert wait_flushed(created)
+    # As if the machine had restarted before the flush ended.
+    (created.parent / snapshots.UNSYNCED).write_text("another-boot\n")
+    assert store.get(chain(1)) is None
+    calls = []
+    again = store.create(chain(1), None, filler([file("a", b"new")], calls))
+    assert len(calls) == 1
+    assert (again / "a").read_bytes() == b"new"
+    assert wait_flushed(again)
+
+
+def test_unflushed_ancestor_named_in_error(tmp_path):
+    store = SnapshotStore(tmp_path)
+    base = store.create(chain(1), None, filler([file("a", b"a")]))
+    top = store.create(chain(2), chain(1), filler([file("b", b"b")]))
+    assert wait_flushed(base) and wait_flushed(top)
+    (base.parent / snapshots.UNSYNCED).write_text("another-boot\n")
+    with pytest.raises(StoreError, match=f"snapshot {chain(1)} was not flushed"):
+        store.lowers(chain(2))

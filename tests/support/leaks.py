@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,6 +178,34 @@ def take_snapshot() -> Snapshot:
     return Snapshot(mount_points(), dockyard_cgroups(), interfaces(), nft_tables(), frozenset(parent_pids()))
 
 
+def wait_for_flushes(pids: list[int], timeout: float = 60.0) -> None:
+    """Wait until the snapshot flushes among ``pids`` end: they end by themselves, once the disk has the data.
+
+    The snapshot store flushes each new snapshot in a detached ``sh -c 'sync -f …'``
+    named ``dockyard-flush`` (storage/snapshots.py), which may still run when the
+    last test ends.
+    """
+    flushes = []
+    for pid in pids:
+        try:
+            if b"dockyard-flush" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
+                flushes.append(pid)
+        except OSError:
+            continue
+    deadline = time.monotonic() + timeout
+    while flushes and time.monotonic() < deadline:
+        flushes = [pid for pid in flushes if Path(f"/proc/{pid}").exists() and not _reaped_zombie(pid)]
+        time.sleep(0.05)
+
+
+def _reaped_zombie(pid: int) -> bool:
+    """Reap ``pid`` if it is this process's exited child; True when it is gone."""
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] == pid
+    except ChildProcessError:
+        return False
+
+
 class LeakCheck:
     def __init__(self) -> None:
         self.marker = f"{MARKER_VARIABLE}={secrets.token_hex(8)}"
@@ -195,6 +224,7 @@ class LeakCheck:
         return sorted(candidates)
 
     def check(self) -> list[str]:
+        wait_for_flushes(self.leaked_processes())
         after = take_snapshot()
         lines = [f"mount {mount}" for mount in sorted(after.mounts - self.before.mounts)]
 
