@@ -211,11 +211,22 @@ def test_server_exits_when_idle(dockyard: Dockyard, monkeypatch: pytest.MonkeyPa
 
 
 def zygote_of(server: int) -> int | None:
-    """The pid of the monitor zygote that the server ``server`` started, if it runs."""
+    """The pid of the monitor zygote that the server ``server`` started, once it listens."""
     for pid, name, parent in processes():
-        if parent == server and name == b"dockyard-zygote":
+        if parent == server and name == b"dockyard-zygote" and _listens(pid):
             return pid
     return None
+
+
+def _listens(zygote: int) -> bool:
+    """Whether the zygote ``zygote`` has bound its abstract socket, whose name ends with its server's pid."""
+    try:
+        with open(f"/proc/{zygote}/cmdline", "rb") as file:
+            address = file.read().split(b"\0")[5].decode()
+    except OSError:
+        return False
+    with open("/proc/net/unix") as table:
+        return any(line.rstrip().endswith(" @" + address) for line in table)
 
 
 def monitor_pid(dockyard: Dockyard) -> int:

@@ -180,6 +180,7 @@ def run(args: argparse.Namespace, context: "Context") -> int:
     detach_keys = container_flags.detach_sequence(args.detach_keys)
     if args.tty and args.interactive and not args.detach and not sys.stdin.isatty():
         raise InvalidArgument("the input device is not a TTY: drop -t, or run from a terminal")
+    context.engine.containers.prepare_monitor()
     container_id = create_container(context, request)
     write_cidfile(args.cidfile, container_id)
     containers = context.engine.containers

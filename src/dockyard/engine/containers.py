@@ -598,6 +598,21 @@ class ContainerService:
 
     # -- lifecycle -----------------------------------------------------------------
 
+    def prepare_monitor(self) -> None:
+        """Start the monitor in a thread unless it runs, so that it boots while the caller creates a container.
+
+        ``start`` then waits for it on the monitor's start lock. A failure is
+        only logged here: ``start`` meets it again and reports it.
+        """
+
+        def ensure() -> None:
+            try:
+                monitor.ensure_running(self.root, self.run_root)
+            except DockyardError as error:
+                log.debug("starting the monitor ahead of the container start failed: %s", error)
+
+        threading.Thread(target=ensure, name="monitor start", daemon=True).start()
+
     def start(self, name: str) -> None:
         """Start a created or exited container; starting a running one does nothing, as in Docker."""
         row = self._row(name)
