@@ -396,8 +396,8 @@ def main() -> int:
             # Nothing is deleted until every round is done. On ext4 without a journal (this
             # machine's root), creating a file skips every inode freed in the last 60 s, or
             # 360 s while its inode table block is dirty, and checks them one by one again
-            # for each new file; a pull that follows a large deletion is several times
-            # slower, whichever tool deleted. So each round pulls into new directories.
+            # for each new file. A pull that follows a large deletion is then several times
+            # slower, whichever tool deleted, so each round pulls into new directories.
             for puller in pullers:
                 puller.prepare(round_number)
             # The order rotates, so that no tool always comes first or last in a round.

@@ -725,3 +725,10 @@ def test_gnu_tar_layer_matches_source_tree(tmp_path):
     assert os.lstat(target / "bin/tool").st_ino == os.lstat(target / "bin/tool-link").st_ino
     assert os.getxattr(target / "bin/tool", "security.capability") == CAP_NET_BIND_SERVICE
     assert os.getxattr(target / "bin/tool", "user.note") == b"kept"
+
+
+def test_hardlink_replacing_its_targets_directory(tmp_path):
+    target = tmp_path / "snap"
+    with pytest.raises(ImageError, match="inside the directory it replaces"):
+        unpack([file("a/a", b"data"), hardlink("a", "a/a")], target)
+    assert not target.exists()

@@ -219,7 +219,7 @@ def _start(root: Path, run_root: Path, directory: Path) -> None:
 
     Either way the new monitor writes a byte to a pipe once it serves, and
     this waits for that byte, or for the pipe's end when the monitor exits
-    first. The caller then checks that a monitor answers.
+    first. The caller then checks that a monitor responds to a ping.
     """
     from dockyard.engine import zygote
 
@@ -398,7 +398,7 @@ class Monitor:
             entry[2] = None
 
     def serve(self, ready_fd: int | None = None) -> None:
-        """Serve until idle or told to stop; write a byte to ``ready_fd`` (and close it) once listening."""
+        """Serve until idle, SIGTERM or a shutdown request; write a byte to ``ready_fd`` (and close it) once listening."""
         try:
             self._serve(ready_fd)
         finally:
@@ -1327,7 +1327,7 @@ def libc_prctl_subreaper() -> None:
 
 
 def run(root: Path, run_root: Path, ready_fd: int | None = None) -> None:
-    """Be the monitor of ``root``: log to stderr, and serve until idle or told to stop."""
+    """Run as the monitor of ``root``: log to stderr, and serve until idle, SIGTERM or a shutdown request."""
     logging.basicConfig(
         level=logging.DEBUG if os.environ.get("DOCKYARD_DEBUG") == "1" else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -134,7 +134,7 @@ def start_grace_period() -> None:
     period (6 to 15 ms on this project's test machines), and writers that come
     within about one more grace period do not wait (``rcu_sync`` in Linux's
     ``kernel/rcu/sync.c``). The thread moves this process into the cgroup it
-    is in already, which changes nothing but takes the lock; started while a
+    is in already, which changes nothing but takes the lock. Started while a
     container is being prepared, it takes part of that wait off the start.
     The kernel waits while holding ``cgroup_mutex``, which making or removing
     a cgroup directory also takes, so those should come first. Failures only
