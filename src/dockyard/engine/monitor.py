@@ -356,6 +356,8 @@ class Monitor:
         self.recent_exits: dict[str, tuple[int, float]] = {}
         # Network services by configuration file, made when the first container with a network starts.
         self.network_services: dict[str | None, Any] = {}
+        # The write end of the starting process's ready pipe, until the monitor listens (see serve).
+        self.ready_fd: int | None = None
         from dockyard.engine.state import State
 
         self.state = State(self.root / "state.db")
@@ -398,17 +400,28 @@ class Monitor:
             entry[2] = None
 
     def serve(self, ready_fd: int | None = None) -> None:
-        """Serve until idle, SIGTERM or a shutdown request; write a byte to ``ready_fd`` (and close it) once listening."""
-        try:
-            self._serve(ready_fd)
-        finally:
-            if ready_fd is not None:
-                try:
-                    os.close(ready_fd)
-                except OSError:
-                    pass
+        """Serve until idle, SIGTERM or a shutdown request; write a byte to ``ready_fd`` and close it once listening.
 
-    def _serve(self, ready_fd: int | None) -> None:
+        A monitor that exits before it listens closes ``ready_fd`` without writing.
+        """
+        self.ready_fd = ready_fd
+        try:
+            self._serve()
+        finally:
+            self.report_ready(False)
+
+    def report_ready(self, listening: bool) -> None:
+        """Write the ready byte if ``listening``, and close the ready pipe; later calls do nothing."""
+        fd, self.ready_fd = self.ready_fd, None
+        if fd is None:
+            return
+        try:
+            if listening:
+                os.write(fd, b"1")
+        finally:
+            os.close(fd)
+
+    def _serve(self) -> None:
         libc_prctl_subreaper()
         self.directory.mkdir(parents=True, exist_ok=True)
         alive = os.open(self.directory / "alive.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -446,8 +459,7 @@ class Monitor:
         self.watch(listener.fileno(), lambda: self.accept(listener))
         (self.directory / "pid").write_text(f"{os.getpid()}\n")
         log.info("monitor %d serving %s", os.getpid(), socket_path)
-        if ready_fd is not None:
-            os.write(ready_fd, b"1")
+        self.report_ready(True)
         try:
             self.loop()
         finally:
