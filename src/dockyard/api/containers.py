@@ -329,11 +329,7 @@ def pump_attachment(attachment: Any, sock: socket.socket, received: bytes, stdin
         log.debug("attach input from the client ended: %s", error)
     if detached:
         log.debug("client detached from container %s", attachment.container_id)
-        # A shutdown, unlike close, wakes the output thread blocked in recv on the same socket.
-        try:
-            attachment.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        attachment.stop_reading()
     output.join()
     attachment.close()
 

@@ -183,10 +183,7 @@ def pump(attachment: Any, sock: socket.socket, received: bytes, stdin: bool, det
     ended_by_client = _copy_input(attachment, session, stdin, DetachScanner(detach_keys))
     if ended_by_client:
         # Wakes the output thread, which is blocked reading the container's output.
-        try:
-            attachment.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        attachment.stop_reading()
     output.join()
     attachment.close()
 

@@ -240,15 +240,10 @@ def _wait_for_exit(connection: socket.socket, forwarder: _Forwarder) -> int | No
 
 
 def _start_server(address: str) -> None:
-    """Start a server for this environment in the background: fork, setsid, fork again, exec."""
-    first = os.fork()
-    if first:
-        os.waitpid(first, 0)
-        return
-    try:
-        os.setsid()
-        if os.fork():
-            os._exit(0)
+    """Start a server for this environment in the background, detached from this process."""
+    from dockyard.detach import run_detached
+
+    def become_server() -> None:
         null = os.open(os.devnull, os.O_RDWR)
         for fd in STDIO_FDS:
             os.dup2(null, fd)
@@ -256,8 +251,8 @@ def _start_server(address: str) -> None:
         os.chdir("/")
         # -P keeps the working directory out of sys.path.
         os.execv(sys.executable, [sys.executable, "-P", "-m", "dockyard.cli.server", address[1:]])
-    finally:
-        os._exit(127)
+
+    run_detached(become_server)
 
 
 if __name__ == "__main__":

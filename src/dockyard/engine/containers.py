@@ -119,6 +119,18 @@ class Attachment:
         except OSError:
             pass
 
+    def stop_reading(self) -> None:
+        """Shut the connection down both ways, so that a thread blocked reading output from it wakes up.
+
+        ``close`` alone does not wake such a thread.
+        """
+        import socket
+
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
     def resize(self, height: int, width: int) -> None:
         monitor.call(self.monitor_dir, {"op": "resize", "id": self.container_id, "height": height, "width": width})
 

@@ -252,30 +252,27 @@ def _wait_ready(fd: int) -> bool:
 
 
 def _spawn(root: Path, run_root: Path, log_fd: int, ready_fd: int) -> bool:
-    """Start the monitor detached: fork, setsid, fork again and exec, so it is nobody's child."""
+    """Start the monitor with exec, detached from this process."""
+    from dockyard.detach import run_detached
+
     command = [sys.executable, "-m", "dockyard.engine.monitor", "--root", str(root), "--run-root", str(run_root),
                "--ready-fd", str(ready_fd)]
     log.debug("starting the container monitor: %s", " ".join(command))
     null_fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+
+    def become_monitor() -> None:
+        # Above the standard streams, which are replaced next. The exec keeps the number.
+        ready_copy = fcntl.fcntl(ready_fd, fcntl.F_DUPFD, 3)
+        command[-1] = str(ready_copy)
+        log_copy = fcntl.fcntl(log_fd, fcntl.F_DUPFD_CLOEXEC, 3)
+        os.dup2(null_fd, 0)
+        os.dup2(log_copy, 1)
+        os.dup2(log_copy, 2)
+        os.chdir("/")
+        os.execv(sys.executable, command)
+
     try:
-        first = os.fork()
-        if first == 0:
-            try:
-                os.setsid()
-                if os.fork() != 0:
-                    os._exit(0)
-                # Above the standard streams, which are replaced next; the exec keeps the number.
-                ready_copy = fcntl.fcntl(ready_fd, fcntl.F_DUPFD, 3)
-                command[-1] = str(ready_copy)
-                log_copy = fcntl.fcntl(log_fd, fcntl.F_DUPFD_CLOEXEC, 3)
-                os.dup2(null_fd, 0)
-                os.dup2(log_copy, 1)
-                os.dup2(log_copy, 2)
-                os.chdir("/")
-                os.execv(sys.executable, command)
-            finally:
-                os._exit(127)
-        os.waitpid(first, 0)
+        run_detached(become_monitor)
     finally:
         os.close(null_fd)
     return True

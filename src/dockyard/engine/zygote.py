@@ -18,8 +18,8 @@ pipe once it listens (``Monitor.serve``). When no zygote takes the request,
 ``monitor.ensure_running`` starts the monitor with exec.
 
 Forked monitors keep the zygote's command line, which names
-``dockyard.engine.monitor`` as an exec'd monitor's does. The zygote itself
-is told apart by its process name, ``dockyard-zygote`` (``NAME``).
+``dockyard.engine.monitor`` as an exec'd monitor's does. The zygote itself is
+recognised by its process name, ``dockyard-zygote`` (``NAME``).
 
 The zygote exits when the read end of the pipe ``N`` reaches end of file,
 that is once the server and every command it forked are gone.
@@ -162,21 +162,13 @@ def serve(address: str, parent_fd: int) -> None:
 
 
 def fork_monitor(request: dict, fds: list[int], owned: list, parent_fd: int) -> None:
-    """Fork twice; the grandchild, in a session of its own, serves as the monitor of the request's root."""
+    """Fork a detached process that serves as the monitor of the request's root."""
+    from dockyard.detach import run_detached
+
     for stream in (sys.stdout, sys.stderr):
         if stream is not None:
             stream.flush()
-    first = os.fork()
-    if first:
-        os.waitpid(first, 0)
-        return
-    try:
-        os.setsid()
-        if os.fork():
-            os._exit(0)
-        _become_monitor(request, fds, owned, parent_fd)
-    finally:
-        os._exit(1)
+    run_detached(lambda: _become_monitor(request, fds, owned, parent_fd))
 
 
 def _become_monitor(request: dict, fds: list[int], owned: list, parent_fd: int) -> None:

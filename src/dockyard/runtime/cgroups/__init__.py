@@ -126,26 +126,28 @@ def own_cgroups(text: str | None = None) -> dict[tuple[int, tuple[str, ...]], st
     return result
 
 
-def start_grace_period() -> None:
+def start_grace_period(found: list[Hierarchy] | None = None) -> None:
     """Start, in a thread, the RCU grace period that the next move of a process into a cgroup waits for.
 
     Every move into a cgroup takes the kernel's ``cgroup_threadgroup_rwsem``
     for writing. The first writer after a quiet spell waits for an RCU grace
-    period (6 to 15 ms on this project's test machines), and writers that come
-    within about one more grace period do not wait (``rcu_sync`` in Linux's
-    ``kernel/rcu/sync.c``). The thread moves this process into the cgroup it
-    is in already, which changes nothing but takes the lock. Started while a
-    container is being prepared, it takes part of that wait off the start.
-    The kernel waits while holding ``cgroup_mutex``, which making or removing
-    a cgroup directory also takes, so those should come first. Failures only
-    cost the time this would save, so they are logged and ignored.
+    period (6 to 20 ms measured on this project's test machine), and writers
+    that come within about one more grace period do not wait (``rcu_sync`` in
+    Linux's ``kernel/rcu/sync.c``). The thread moves this process into the
+    cgroup it is in already, which changes nothing but takes the lock. Started
+    while a container is being prepared, it takes part of that wait off the
+    start. The kernel waits with ``cgroup_mutex`` taken, and making or removing
+    a cgroup directory needs that mutex too, so those should come first.
+    Failures only cost the time this would save, so they are logged and ignored.
+
+    ``found`` is the list of mounted hierarchies, when the caller has read it already.
     """
     import threading
 
     def move_self() -> None:
         try:
             own = own_cgroups()
-            for hierarchy in hierarchies():
+            for hierarchy in hierarchies() if found is None else found:
                 path = own.get((hierarchy.version, hierarchy.controllers))
                 if path is None or not path.startswith(hierarchy.root):
                     continue
@@ -200,9 +202,9 @@ class Cgroup:
             raise RuntimeFailure(f"cgroup {self.path} is already in use by processes {sorted(busy)[:5]}")
         for hierarchy, directory in self.directories:
             self._make(hierarchy, directory)
-        # The init joins next. The grace period holds cgroup_mutex, which mkdir
-        # needs too, so it starts once the directories exist.
-        start_grace_period()
+        # The init joins next. The kernel waits for the grace period with
+        # cgroup_mutex taken, which mkdir needs too, so it starts once the directories exist.
+        start_grace_period([hierarchy for hierarchy, _ in self.directories])
         for hierarchy, directory in self.directories:
             if hierarchy.version == 1:
                 for controller in hierarchy.controllers:
