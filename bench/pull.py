@@ -316,10 +316,10 @@ def write_doc(table: str, path: Path) -> None:
     heading = "## Pull: Debian bookworm minbase from a local registry"
     intro = textwrap.fill(
         "Each round pulls the same image once with each tool, in an order that rotates, each "
-        "into new directories, after `sync`. Nothing is deleted until the last round: on ext4 "
-        "without a journal, as here, every file created within 60 s of a large deletion (360 s "
-        "while the inode table is not yet written back) is several times slower to create, "
-        "whichever tool deleted. The image is `debootstrap --variant=minbase bookworm` without "
+        "into new directories, after `sync`. Nothing is deleted until the last round. On ext4 "
+        "without a journal, as here, a file created within 60 s of a large deletion is several "
+        "times slower to create, whichever tool deleted (360 s while the inode table is not yet "
+        "written back). The image is `debootstrap --variant=minbase bookworm` without "
         "package caches, docs and locales, as one gzip layer, served by `docker-registry` on "
         "127.0.0.1. The floor is `skopeo copy` to an OCI layout plus `gzip -dc | tar -x` of the "
         "layer. dockyard pulls into a new `--root` each round, once through its CLI server and "
@@ -393,11 +393,11 @@ def main() -> int:
 
         peers.compile_dockyard()
         for round_number in range(1, args.runs + 1):
-            # Nothing is deleted until every round is done. On ext4 without a journal (this
-            # machine's root), creating a file skips every inode freed in the last 60 s, or
-            # 360 s while its inode table block is dirty, and checks them one by one again
-            # for each new file. A pull that follows a large deletion is then several times
-            # slower, whichever tool deleted, so each round pulls into new directories.
+            # Nothing is deleted until every round is done, and each round pulls into new
+            # directories. On ext4 without a journal (this machine's root), creating a file
+            # skips every inode freed in the last 60 s, or 360 s while its inode table block
+            # is dirty. The kernel checks those inodes again for each new file, so a pull
+            # that follows a large deletion is several times slower, whichever tool deleted.
             for puller in pullers:
                 puller.prepare(round_number)
             # The order rotates, so that no tool always comes first or last in a round.

@@ -192,7 +192,8 @@ def test_unflushed_ancestor_named_in_error(tmp_path):
     store = SnapshotStore(tmp_path)
     base = store.create(chain(1), None, filler([file("a", b"a")]))
     top = store.create(chain(2), chain(1), filler([file("b", b"b")]))
-    assert wait_flushed(base) and wait_flushed(top)
+    assert wait_flushed(base)
+    assert wait_flushed(top)
     (base.parent / snapshots.UNSYNCED).write_text("another-boot\n")
     with pytest.raises(StoreError, match=f"snapshot {chain(1)} was not flushed"):
         store.lowers(chain(2))

@@ -1082,7 +1082,7 @@ class _Unpacker:
         if comps == target:
             return
         if target[: len(comps)] == comps:
-            # Replacing the link's path would delete the directory that holds the target.
+            # Replacing the link's path would delete the directory that contains the target.
             raise self.invalid(f"a hard link to {'/'.join(target)} inside the directory it replaces")
         self.remove_existing(parent_fd, comps[-1])
         os.link(target[-1], comps[-1], src_dir_fd=source_fd, dst_dir_fd=parent_fd, follow_symlinks=False)
